@@ -1,0 +1,300 @@
+//! Host unit tests of the core on synthetic current signals (no plant model).
+
+#![expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::float_arithmetic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "host-only tests build signals in floating point and index their own outputs"
+)]
+
+extern crate std;
+
+use super::*;
+use std::vec::Vec;
+
+const NO_LOAD_MA: f64 = 150.0;
+
+/// Feeds `ms` ticks; `current` and `trigger` are functions of the tick index. Returns every
+/// output.
+fn drive(
+    controller: &mut Controller,
+    ms: u32,
+    battery_mv: i32,
+    current: impl Fn(u32) -> f64,
+    trigger: impl Fn(u32) -> bool,
+) -> Vec<Outputs> {
+    (0..ms)
+        .map(|tick| {
+            controller.step(&Inputs {
+                tick,
+                motor_current_ma: current(tick).round() as i32,
+                battery_mv,
+                trigger_pressed: trigger(tick),
+            })
+        })
+        .collect()
+}
+
+/// First tick whose events include `bit`.
+fn first_event(outputs: &[Outputs], bit: u16) -> Option<u32> {
+    outputs
+        .iter()
+        .position(|o| o.events & bit != 0)
+        .map(|i| i as u32)
+}
+
+/// First-order approach from `from` to `to` starting at `t0`, time constant 9 ms (the
+/// mechanical time constant of the reference motor).
+fn settle(t: u32, t0: u32, from: f64, to: f64) -> f64 {
+    if t < t0 {
+        from
+    } else {
+        to + (from - to) * (-(f64::from(t - t0)) / 9.0).exp()
+    }
+}
+
+/// Soft tissue until 300 ms, cortex load from 300 ms, then `after(t)`.
+fn bone_current(t: u32, cortex_ma: f64, pop_at: u32, medullary_ma: f64) -> f64 {
+    if t < 300 {
+        NO_LOAD_MA + 40.0
+    } else if t < pop_at {
+        settle(t, 300, NO_LOAD_MA + 40.0, cortex_ma)
+    } else {
+        settle(t, pop_at, cortex_ma, medullary_ma)
+    }
+}
+
+fn pressed(_: u32) -> bool {
+    true
+}
+
+#[test]
+fn adult_pop_is_detected_within_15_ms() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 900.0, 2000, 370.0), pressed);
+    let armed = first_event(&out, event::ARMED).expect("armed");
+    assert!((300..330).contains(&armed), "armed at {armed}");
+    let detected = first_event(&out, event::BREAKTHROUGH).expect("pop detected");
+    assert!(
+        (2000..=2015).contains(&detected),
+        "detected {} ms after the pop",
+        detected as i64 - 2000
+    );
+    let off = &out[detected as usize];
+    assert_eq!(off.duty_permille, 0);
+    assert!(off.brake);
+    assert_eq!(off.stop_reason, Some(StopReason::Breakthrough));
+    assert_eq!(out[2999].state, State::Done);
+}
+
+#[test]
+fn weak_osteoporotic_pop_is_detected_within_15_ms() {
+    // About 0.2 A of contrast on 0.3 A of load.
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 470.0, 1500, 300.0), pressed);
+    let detected = first_event(&out, event::BREAKTHROUGH).expect("pop detected");
+    assert!((1500..=1515).contains(&detected), "detected at {detected}");
+}
+
+#[test]
+fn push_oscillation_does_not_stop_the_motor() {
+    // Load current +-30 % at 5 Hz around 700 mA of cortex current.
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        4000,
+        6200,
+        |t| {
+            let base = bone_current(t, 700.0, u32::MAX, 0.0);
+            if t < 400 {
+                base
+            } else {
+                let load = 700.0 - NO_LOAD_MA;
+                base + 0.3 * load * (2.0 * core::f64::consts::PI * 5.0 * f64::from(t) / 1000.0).sin()
+            }
+        },
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+    assert_eq!(out[3999].state, State::Cortex);
+}
+
+#[test]
+fn a_hand_speed_push_step_does_not_stop_the_motor() {
+    // -45 % of the load over 50 ms (the fastest step the scenario format allows).
+    let mut controller = Controller::new(Config::DEFAULT);
+    let load = 900.0 - NO_LOAD_MA;
+    let out = drive(
+        &mut controller,
+        3000,
+        6200,
+        |t| {
+            let base = bone_current(t, 900.0, u32::MAX, 0.0);
+            let ramp = (f64::from(t.saturating_sub(1500)) / 50.0).min(1.0);
+            base - 0.45 * load * ramp
+        },
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+}
+
+#[test]
+fn a_drop_in_soft_tissue_is_not_a_pop() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        1000,
+        6200,
+        |t| if t < 500 { 300.0 } else { 160.0 },
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::BREAKTHROUGH), None);
+    assert_eq!(first_event(&out, event::ARMED), None);
+}
+
+#[test]
+fn detector_is_not_armed_during_blanking_even_on_bone() {
+    // Needle already on the cortex at start: inrush then cortex load from the first tick.
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        600,
+        6200,
+        |t| settle(t, 0, 7000.0, 900.0),
+        pressed,
+    );
+    let armed = first_event(&out, event::ARMED).expect("armed");
+    assert!(armed > BLANKING_MS, "armed at {armed}");
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+}
+
+#[test]
+fn detection_disabled_never_reports_a_pop() {
+    let config = Config {
+        detection_enabled: false,
+        missed_pop_ms: 0,
+        ..Config::DEFAULT
+    };
+    let mut controller = Controller::new(config);
+    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 900.0, 2000, 370.0), pressed);
+    assert_eq!(first_event(&out, event::BREAKTHROUGH), None);
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+}
+
+#[test]
+fn gradual_breakthrough_triggers_the_missed_pop_fallback() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        4000,
+        6200,
+        |t| {
+            if t < 1500 {
+                bone_current(t, 900.0, u32::MAX, 0.0)
+            } else {
+                // Linear fade over 600 ms to just above no-load: no pop.
+                let x = (f64::from(t - 1500) / 600.0).min(1.0);
+                900.0 - x * (900.0 - 200.0)
+            }
+        },
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::BREAKTHROUGH), None);
+    let fallback = first_event(&out, event::MISSED_POP).expect("fallback fired");
+    assert_eq!(out[fallback as usize].stop_reason, Some(StopReason::MissedPop));
+    assert_eq!(out[fallback as usize].duty_permille, 0);
+}
+
+#[test]
+fn stall_stops_with_a_fault_and_does_not_restart_until_re_press() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    // Locked rotor at 500 ms: current goes to the stall current at 6.0 V.
+    let out = drive(
+        &mut controller,
+        2000,
+        6000,
+        |t| if t < 500 { 190.0 } else { settle(t, 500, 190.0, 6800.0) },
+        |t| !(1500..1600).contains(&t),
+    );
+    let fault = first_event(&out, event::FAULT).expect("stall fault");
+    assert!((500..=650).contains(&fault), "fault at {fault}");
+    assert_eq!(out[fault as usize].stop_reason, Some(StopReason::Stall));
+    // Held trigger: stays off.
+    assert!(out[fault as usize..1500].iter().all(|o| o.duty_permille == 0));
+    // Released at 1500, pressed again at 1600: a new run starts.
+    let restarts = out[1500..]
+        .iter()
+        .position(|o| o.events & event::STARTED != 0)
+        .expect("restart after re-press");
+    assert!(restarts >= 100);
+}
+
+#[test]
+fn over_time_stops_before_10_s() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 11_000, 6200, |t| bone_current(t, 900.0, u32::MAX, 0.0), pressed);
+    let fault = first_event(&out, event::FAULT).expect("over-time fault");
+    let started = first_event(&out, event::STARTED).expect("started");
+    assert!(fault - started <= 10_000);
+    assert_eq!(out[fault as usize].stop_reason, Some(StopReason::OverTime));
+    assert!(out[fault as usize..].iter().all(|o| o.duty_permille == 0));
+}
+
+#[test]
+fn trigger_release_de_energises_within_a_few_ticks_and_needs_a_re_press() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        1500,
+        6200,
+        |t| bone_current(t, 900.0, u32::MAX, 0.0),
+        |t| t < 800,
+    );
+    let off = out[800..]
+        .iter()
+        .position(|o| o.duty_permille == 0)
+        .expect("de-energised");
+    assert!(off <= 3, "{off} ms after release");
+    assert_eq!(out[800 + off].stop_reason, Some(StopReason::TriggerReleased));
+    assert!(out[800 + off..].iter().all(|o| o.duty_permille == 0));
+}
+
+#[test]
+fn low_battery_refuses_to_start_and_near_end_of_life_warns() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 300, 4700, |_| 200.0, pressed);
+    let fault = first_event(&out, event::FAULT).expect("low-battery fault");
+    assert!(fault <= BLANKING_MS + 2);
+    assert_eq!(out[fault as usize].stop_reason, Some(StopReason::LowBattery));
+
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 300, 5000, |_| 200.0, pressed);
+    assert!(first_event(&out, event::LOW_BATTERY_WARNING).is_some());
+    assert_eq!(first_event(&out, event::FAULT), None);
+
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(&mut controller, 300, 6200, |_| 200.0, pressed);
+    assert_eq!(first_event(&out, event::LOW_BATTERY_WARNING), None);
+}
+
+#[test]
+fn extreme_inputs_do_not_panic() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    for tick in 0..5000u32 {
+        let value = match tick % 4 {
+            0 => i32::MAX,
+            1 => i32::MIN,
+            2 => 0,
+            _ => -1,
+        };
+        let out = controller.step(&Inputs {
+            tick,
+            motor_current_ma: value,
+            battery_mv: value.wrapping_neg(),
+            trigger_pressed: tick % 7 != 0,
+        });
+        assert!(out.duty_permille <= DUTY_FULL_SCALE);
+    }
+}

@@ -1,0 +1,230 @@
+//! Scenarios: the YAML format ([`model`]), loading and validation with diagnostics that point
+//! into the file ([`load`]), the bone profile library and the requirements file.
+//!
+//! This module owns turning files into a validated, fully resolved [`Scenario`]. It does not
+//! run anything: rigs take a `Scenario` and produce a trace.
+
+pub mod load;
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use model::Population;
+
+/// File name of the requirements file at the root of a scenario suite.
+pub const REQUIREMENTS_FILE: &str = "requirements.yaml";
+/// File name of the bone profile library at the root of a scenario suite.
+pub const PROFILES_FILE: &str = "profiles.yaml";
+
+/// Mechanical parameters of one bone layer, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Thickness, mm.
+    pub thickness_mm: f64,
+    /// Threshold push force, N.
+    pub f_th_n: f64,
+    /// Feed stiffness, N*rev/mm.
+    pub k_f: f64,
+    /// Cutting torque per unit feed, N*mm*rev/mm.
+    pub k_t: f64,
+    /// Friction torque, N*mm.
+    pub t_fr_nmm: f64,
+    /// Largest feed per revolution, mm/rev.
+    pub f_max_mm_per_rev: f64,
+}
+
+/// What the ramp at the end of the near cortex ends at.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ramp {
+    /// This fraction of the cortex parameters.
+    Fraction(f64),
+    /// The medullary parameters (gradual breakthrough).
+    Medullary,
+}
+
+/// A bone, resolved: every parameter has a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bone {
+    /// Reference profile this bone started from, if any.
+    pub profile: Option<String>,
+    /// Population (chooses the SR-03 overshoot limit).
+    pub population: Population,
+    /// Soft tissue.
+    pub soft_tissue: Layer,
+    /// Near cortex.
+    pub cortex: Layer,
+    /// Medullary cavity.
+    pub medullary: Layer,
+    /// Far cortex.
+    pub far_cortex: Layer,
+    /// Ramp length at the end of the near cortex, mm.
+    pub ramp_mm: f64,
+    /// Ramp end point.
+    pub ramp_to: Ramp,
+    /// Cap thickness at fracture, mm.
+    pub cap_mm: f64,
+    /// Punch-through force of a non-rotating needle, N.
+    pub punch_through_n: f64,
+}
+
+/// A push step, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PushStep {
+    /// Start, s.
+    pub at_s: f64,
+    /// Change, fraction of nominal (e.g. -0.4).
+    pub change_fraction: f64,
+    /// Rise time, s.
+    pub rise_s: f64,
+}
+
+/// A sinusoidal push variation, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Oscillation {
+    /// Amplitude, fraction of nominal.
+    pub amplitude_fraction: f64,
+    /// Frequency, Hz.
+    pub frequency_hz: f64,
+    /// Phase at t = 0, rad.
+    pub phase_rad: f64,
+}
+
+/// The operator, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operator {
+    /// Nominal push, N.
+    pub push_n: f64,
+    /// Sinusoidal variation.
+    pub oscillation: Option<Oscillation>,
+    /// Push steps, in time order.
+    pub steps: Vec<PushStep>,
+    /// Reaction time after the pop before the push relaxes, s.
+    pub reaction_s: f64,
+    /// Relaxed push as a fraction of nominal.
+    pub relaxed_fraction: f64,
+    /// Trigger press time, s.
+    pub press_s: f64,
+    /// Trigger release time, s.
+    pub release_s: Option<f64>,
+}
+
+/// Battery, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Battery {
+    /// Open-circuit voltage, V.
+    pub open_circuit_v: f64,
+    /// Internal resistance, ohm.
+    pub internal_resistance_ohm: f64,
+}
+
+/// Sensor imperfections, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sensor {
+    /// Current gain error, fraction.
+    pub gain_error: f64,
+    /// Current offset, A.
+    pub offset_a: f64,
+    /// Per-sample noise RMS, A.
+    pub noise_a_rms: f64,
+}
+
+/// Where a scenario came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Path as given or found.
+    pub path: PathBuf,
+    /// SHA-256 of the file bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// A validated, fully resolved scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Identifier.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Requirement IDs verified, as written (all known to the requirements file).
+    pub verifies: Vec<String>,
+    /// Bone.
+    pub bone: Bone,
+    /// Operator.
+    pub operator: Operator,
+    /// Battery.
+    pub battery: Battery,
+    /// Motor winding temperature, degC.
+    pub motor_temperature_c: f64,
+    /// Sensors.
+    pub sensor: Sensor,
+    /// Output shaft locks at this time, s.
+    pub lock_rotor_at_s: Option<f64>,
+    /// Number of trials.
+    pub trials: u32,
+    /// Base seed.
+    pub seed: u64,
+    /// Trial duration, s.
+    pub duration_s: f64,
+    /// Source file.
+    pub source: Source,
+}
+
+/// One requirement from the requirements file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// ID, e.g. `SR-01`.
+    pub id: String,
+    /// Short title.
+    pub title: String,
+    /// The requirement text.
+    pub text: String,
+    /// Hazard ID it controls (defined in the same file).
+    pub hazard: String,
+    /// The statistic the verdict is taken over (e.g. "max over trials", "P99").
+    pub statistic: String,
+    /// Named numeric limits used by the evaluator (e.g. `max_ms: 20`).
+    pub limits: BTreeMap<String, Limit>,
+    /// Rigs on which this requirement can be verified.
+    pub rigs: Vec<String>,
+}
+
+/// One numeric limit with its unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limit {
+    /// Value.
+    pub value: f64,
+    /// Unit, e.g. `ms`.
+    pub unit: String,
+}
+
+/// A hazard from the requirements file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hazard {
+    /// ID, e.g. `HZ-01`.
+    pub id: String,
+    /// Title.
+    pub title: String,
+}
+
+/// The requirements file, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// Requirements in file order.
+    pub requirements: Vec<Requirement>,
+    /// Hazards in file order.
+    pub hazards: Vec<Hazard>,
+    /// Source file.
+    pub source: Source,
+}
+
+impl Requirements {
+    /// Looks up a requirement by ID.
+    pub fn get(&self, id: &str) -> Option<&Requirement> {
+        self.requirements.iter().find(|r| r.id == id)
+    }
+}

@@ -59,6 +59,9 @@
 
 #![no_std]
 
+/// Version of this core, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Control tick rate, Hz. One [`Controller::step`] per tick.
 pub const TICK_HZ: u32 = 1000;
 /// PWM duty full scale.

@@ -73,7 +73,13 @@ fn pressed(_: u32) -> bool {
 #[test]
 fn adult_pop_is_detected_within_15_ms() {
     let mut controller = Controller::new(Config::DEFAULT);
-    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 900.0, 2000, 370.0), pressed);
+    let out = drive(
+        &mut controller,
+        3000,
+        6200,
+        |t| bone_current(t, 900.0, 2000, 370.0),
+        pressed,
+    );
     let armed = first_event(&out, event::ARMED).expect("armed");
     assert!((300..330).contains(&armed), "armed at {armed}");
     let detected = first_event(&out, event::BREAKTHROUGH).expect("pop detected");
@@ -93,7 +99,13 @@ fn adult_pop_is_detected_within_15_ms() {
 fn weak_osteoporotic_pop_is_detected_within_15_ms() {
     // About 0.2 A of contrast on 0.3 A of load.
     let mut controller = Controller::new(Config::DEFAULT);
-    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 470.0, 1500, 300.0), pressed);
+    let out = drive(
+        &mut controller,
+        3000,
+        6200,
+        |t| bone_current(t, 470.0, 1500, 300.0),
+        pressed,
+    );
     let detected = first_event(&out, event::BREAKTHROUGH).expect("pop detected");
     assert!((1500..=1515).contains(&detected), "detected at {detected}");
 }
@@ -112,7 +124,9 @@ fn push_oscillation_does_not_stop_the_motor() {
                 base
             } else {
                 let load = 700.0 - NO_LOAD_MA;
-                base + 0.3 * load * (2.0 * core::f64::consts::PI * 5.0 * f64::from(t) / 1000.0).sin()
+                base + 0.3
+                    * load
+                    * (2.0 * core::f64::consts::PI * 5.0 * f64::from(t) / 1000.0).sin()
             }
         },
         pressed,
@@ -178,7 +192,13 @@ fn detection_disabled_never_reports_a_pop() {
         ..Config::DEFAULT
     };
     let mut controller = Controller::new(config);
-    let out = drive(&mut controller, 3000, 6200, |t| bone_current(t, 900.0, 2000, 370.0), pressed);
+    let out = drive(
+        &mut controller,
+        3000,
+        6200,
+        |t| bone_current(t, 900.0, 2000, 370.0),
+        pressed,
+    );
     assert_eq!(first_event(&out, event::BREAKTHROUGH), None);
     assert_eq!(first_event(&out, event::MOTOR_OFF), None);
 }
@@ -203,7 +223,10 @@ fn gradual_breakthrough_triggers_the_missed_pop_fallback() {
     );
     assert_eq!(first_event(&out, event::BREAKTHROUGH), None);
     let fallback = first_event(&out, event::MISSED_POP).expect("fallback fired");
-    assert_eq!(out[fallback as usize].stop_reason, Some(StopReason::MissedPop));
+    assert_eq!(
+        out[fallback as usize].stop_reason,
+        Some(StopReason::MissedPop)
+    );
     assert_eq!(out[fallback as usize].duty_permille, 0);
 }
 
@@ -215,14 +238,22 @@ fn stall_stops_with_a_fault_and_does_not_restart_until_re_press() {
         &mut controller,
         2000,
         6000,
-        |t| if t < 500 { 190.0 } else { settle(t, 500, 190.0, 6800.0) },
+        |t| {
+            if t < 500 {
+                190.0
+            } else {
+                settle(t, 500, 190.0, 6800.0)
+            }
+        },
         |t| !(1500..1600).contains(&t),
     );
     let fault = first_event(&out, event::FAULT).expect("stall fault");
     assert!((500..=650).contains(&fault), "fault at {fault}");
     assert_eq!(out[fault as usize].stop_reason, Some(StopReason::Stall));
     // Held trigger: stays off.
-    assert!(out[fault as usize..1500].iter().all(|o| o.duty_permille == 0));
+    assert!(out[fault as usize..1500]
+        .iter()
+        .all(|o| o.duty_permille == 0));
     // Released at 1500, pressed again at 1600: a new run starts.
     let restarts = out[1500..]
         .iter()
@@ -234,7 +265,13 @@ fn stall_stops_with_a_fault_and_does_not_restart_until_re_press() {
 #[test]
 fn over_time_stops_before_10_s() {
     let mut controller = Controller::new(Config::DEFAULT);
-    let out = drive(&mut controller, 11_000, 6200, |t| bone_current(t, 900.0, u32::MAX, 0.0), pressed);
+    let out = drive(
+        &mut controller,
+        11_000,
+        6200,
+        |t| bone_current(t, 900.0, u32::MAX, 0.0),
+        pressed,
+    );
     let fault = first_event(&out, event::FAULT).expect("over-time fault");
     let started = first_event(&out, event::STARTED).expect("started");
     assert!(fault - started <= 10_000);
@@ -257,7 +294,10 @@ fn trigger_release_de_energises_within_a_few_ticks_and_needs_a_re_press() {
         .position(|o| o.duty_permille == 0)
         .expect("de-energised");
     assert!(off <= 3, "{off} ms after release");
-    assert_eq!(out[800 + off].stop_reason, Some(StopReason::TriggerReleased));
+    assert_eq!(
+        out[800 + off].stop_reason,
+        Some(StopReason::TriggerReleased)
+    );
     assert!(out[800 + off..].iter().all(|o| o.duty_permille == 0));
 }
 
@@ -267,7 +307,10 @@ fn low_battery_refuses_to_start_and_near_end_of_life_warns() {
     let out = drive(&mut controller, 300, 4700, |_| 200.0, pressed);
     let fault = first_event(&out, event::FAULT).expect("low-battery fault");
     assert!(fault <= BLANKING_MS + 2);
-    assert_eq!(out[fault as usize].stop_reason, Some(StopReason::LowBattery));
+    assert_eq!(
+        out[fault as usize].stop_reason,
+        Some(StopReason::LowBattery)
+    );
 
     let mut controller = Controller::new(Config::DEFAULT);
     let out = drive(&mut controller, 300, 5000, |_| 200.0, pressed);

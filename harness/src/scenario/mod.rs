@@ -89,8 +89,8 @@ pub struct Oscillation {
     pub amplitude_fraction: f64,
     /// Frequency, Hz.
     pub frequency_hz: f64,
-    /// Phase at t = 0, rad.
-    pub phase_rad: f64,
+    /// Phase at t = 0, rad; `None`: each trial draws it uniformly from its seed.
+    pub phase_rad: Option<f64>,
 }
 
 /// The operator, resolved.

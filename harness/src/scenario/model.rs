@@ -203,9 +203,9 @@ pub struct OscillationSpec {
     pub amplitude_pct: f64,
     /// Frequency, Hz.
     pub frequency_hz: f64,
-    /// Phase at t = 0, degrees (default 0).
+    /// Phase at t = 0, degrees; absent: each trial draws the phase uniformly from its seed.
     #[serde(default)]
-    pub phase_deg: f64,
+    pub phase_deg: Option<f64>,
 }
 
 /// A step change of the push force.

@@ -1,0 +1,59 @@
+//! Rigs: what runs a trial of a scenario and returns its [`Trace`].
+//!
+//! One trait, several implementations; the rest of the harness does not care which it has.
+//! This module owns the trait and the rig registry. Physics lives in [`crate::plant`],
+//! requirement checks in [`crate::verdict`].
+
+pub mod sim;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Scenario;
+use crate::trace::{FirmwareIdentity, Trace};
+
+pub use sim::SimRig;
+
+/// What a rig says about itself for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RigIdentity {
+    /// Rig kind: `sim`, `emu`, `bench`.
+    pub kind: String,
+    /// Rig instance ID.
+    pub id: String,
+    /// Firmware it runs.
+    pub firmware: FirmwareIdentity,
+    /// Free-form details (integration step, probe serial, ...).
+    pub details: Vec<(String, String)>,
+}
+
+/// A rig fault: the trial could not be run or completed. Reported as INCONCLUSIVE, never as a
+/// firmware verdict.
+#[derive(Debug, thiserror::Error)]
+#[error("rig {rig} failed on scenario {scenario} trial {trial}: {message}")]
+pub struct RigError {
+    /// Rig kind.
+    pub rig: String,
+    /// Scenario ID.
+    pub scenario: String,
+    /// Trial index.
+    pub trial: u32,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A test rig.
+pub trait Rig {
+    /// Identity for the report.
+    fn identity(&self) -> RigIdentity;
+
+    /// Runs trial `trial` of `scenario`.
+    fn run_trial(&mut self, scenario: &Scenario, trial: u32) -> Result<Trace, RigError>;
+}
+
+/// Rig kinds the command line accepts.
+pub const RIG_KINDS: &[&str] = &["sim"];
+
+/// Seed of trial `trial` of a scenario with base seed `seed`.
+pub fn trial_seed(seed: u64, trial: u32) -> u64 {
+    seed.wrapping_add(u64::from(trial))
+}

@@ -1,0 +1,674 @@
+//! A verification run: every trial of every scenario on one rig, evidence written as it goes.
+//!
+//! This module owns the run directory `reports/<run-id>/`: one trace file per trial and a
+//! versioned `results.json`, each written atomically (temporary file, then rename) as soon as
+//! the trial completes, so a fault or an interrupt never loses a recorded trial; `results.json`
+//! says `complete: false` until the last trial is in. It also owns the exit-code policy and
+//! the console tables. It does not parse scenarios or compute verdicts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::rig::{trial_seed, Rig, RigIdentity};
+use crate::scenario::load::Suite;
+use crate::scenario::{Population, Source};
+use crate::verdict::{
+    aggregate, evaluate_trial, measure, Measurements, RequirementVerdict, Statistics, Verdict,
+};
+
+/// Version of the `results.json` format.
+pub const RESULTS_FORMAT_VERSION: u32 = 1;
+
+/// Exit code: every verdict PASS.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code: at least one FAIL.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: input or usage error, nothing run.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: at least one INCONCLUSIVE and no FAIL.
+pub const EXIT_INCONCLUSIVE: i32 = 3;
+
+/// Identity of the harness build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessIdentity {
+    /// Package version.
+    pub version: String,
+    /// Git commit the harness was built from (`-dirty` if the tree had changes), or `unknown`.
+    pub git_commit: String,
+}
+
+impl HarnessIdentity {
+    /// This build.
+    pub fn current() -> Self {
+        HarnessIdentity {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            git_commit: env!("IOHIL_GIT_COMMIT").to_owned(),
+        }
+    }
+}
+
+/// A requirement as stated before execution (the acceptance criteria of the run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptanceCriterion {
+    /// Requirement ID.
+    pub requirement: String,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub text: String,
+    /// Hazard ID.
+    pub hazard: String,
+    /// Statistic.
+    pub statistic: String,
+    /// Limits, `name: value unit`.
+    pub limits: BTreeMap<String, String>,
+}
+
+/// One trial's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    /// Trial index.
+    pub trial: u32,
+    /// Seed.
+    pub seed: u64,
+    /// Trace file, relative to the run directory.
+    pub trace_file: String,
+    /// SHA-256 of the trace file.
+    pub trace_sha256: String,
+    /// Measured values.
+    pub measurements: Measurements,
+    /// Per-requirement verdicts.
+    pub verdicts: Vec<RequirementVerdict>,
+    /// Rig anomalies (make the trial INCONCLUSIVE).
+    pub anomalies: Vec<String>,
+}
+
+/// One scenario's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// Scenario ID.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Source file and hash.
+    pub source: Source,
+    /// Bone profile name, if from a profile.
+    pub profile: Option<String>,
+    /// Population.
+    pub population: Population,
+    /// Requirement IDs verified.
+    pub verifies: Vec<String>,
+    /// Trials planned.
+    pub trials_planned: u32,
+    /// Base seed.
+    pub seed: u64,
+    /// Trials run so far.
+    pub trials: Vec<TrialResult>,
+    /// Statistics per measured value over trials.
+    pub statistics: BTreeMap<String, Statistics>,
+    /// Verdict per requirement over all trials.
+    pub verdicts: Vec<RequirementVerdict>,
+    /// Worst verdict.
+    pub verdict: Option<Verdict>,
+}
+
+/// One row of the traceability matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceabilityRow {
+    /// Requirement ID.
+    pub requirement: String,
+    /// Hazard it controls.
+    pub hazard: String,
+    /// Scenarios that verify it.
+    pub scenarios: Vec<String>,
+    /// Trials that verified it.
+    pub trials: usize,
+    /// Worst verdict over those scenarios; `None`: not verified by any scenario of this run.
+    pub verdict: Option<Verdict>,
+}
+
+/// Verdict counts and the exit code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Scenario-level requirement verdicts that passed.
+    pub pass: usize,
+    /// ... that failed.
+    pub fail: usize,
+    /// ... that were inconclusive.
+    pub inconclusive: usize,
+    /// Overall verdict.
+    pub verdict: Option<Verdict>,
+    /// Exit code of `iohil run`.
+    pub exit_code: i32,
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// [`RESULTS_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Run ID (also the directory name).
+    pub run_id: String,
+    /// UTC start time, RFC 3339.
+    pub started_utc: String,
+    /// UTC finish time, RFC 3339; `None` while running or if interrupted.
+    pub finished_utc: Option<String>,
+    /// Whether every planned trial is recorded.
+    pub complete: bool,
+    /// Harness build.
+    pub harness: HarnessIdentity,
+    /// Host name.
+    pub host: String,
+    /// Rig.
+    pub rig: RigIdentity,
+    /// Requirements file and hash.
+    pub requirements_file: Source,
+    /// Acceptance criteria, stated before any trial ran.
+    pub acceptance: Vec<AcceptanceCriterion>,
+    /// Scenarios in run order.
+    pub scenarios: Vec<ScenarioResult>,
+    /// Traceability: every requirement, its hazard, scenarios and verdict.
+    pub traceability: Vec<TraceabilityRow>,
+    /// Counts and exit code.
+    pub summary: Summary,
+}
+
+impl RunResults {
+    /// Reads a `results.json`.
+    pub fn read(path: &Path) -> Result<RunResults, RunError> {
+        let text = fs::read_to_string(path).map_err(|e| RunError::io("read", path, e))?;
+        serde_json::from_str(&text).map_err(|e| RunError::Format {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A failure of the run machinery (not of the firmware).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// File-system failure.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Which path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An evidence file is not in the expected format.
+    #[error("{path} is not a valid results file: {message}")]
+    Format {
+        /// Which path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+}
+
+impl RunError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        RunError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Directory that receives `<run-id>/` and the `latest` link.
+    pub reports_dir: PathBuf,
+    /// Run ID; default: UTC time plus a random suffix.
+    pub run_id: Option<String>,
+}
+
+/// A new run ID: `YYYYMMDDTHHMMSSZ-xxxx`.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let compact: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{compact}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+/// SHA-256 of bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
+/// synced, then renamed over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| RunError::io("create directory", dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut file = fs::File::create(&tmp).map_err(|e| RunError::io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| RunError::io("write", &tmp, e))?;
+    file.sync_all().map_err(|e| RunError::io("sync", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| RunError::io("rename into", path, e))
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Reads one measured value of a trial.
+pub type MetricAccessor = fn(&Measurements) -> Option<f64>;
+
+/// The measured values that get statistics over trials, with their accessors.
+pub const STATISTIC_METRICS: &[(&str, MetricAccessor)] = &[
+    ("detection_latency_ms", |m| m.detection_latency_ms),
+    ("time_to_stop_ms", |m| m.time_to_stop_ms),
+    ("overshoot_mm", |m| m.overshoot_mm),
+    ("overshoot_rev", |m| m.overshoot_rev),
+    ("peak_current_a", |m| m.peak_current_a),
+    ("cortex_torque_nmm", |m| m.cortex_torque_nmm),
+    ("time_in_cortex_s", |m| m.time_in_cortex_s),
+    ("torque_drop_pct", |m| m.torque_drop_pct),
+];
+
+/// Runs every trial of every scenario of `suite` on `rig`, writing evidence as it goes.
+/// `on_trial` is called after each trial is recorded (progress display).
+pub fn run_suite(
+    suite: &Suite,
+    rig: &mut dyn Rig,
+    options: &RunOptions,
+    mut on_trial: impl FnMut(&ScenarioResult, &TrialResult),
+) -> Result<(PathBuf, RunResults), RunError> {
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    let run_dir = options.reports_dir.join(&run_id);
+    fs::create_dir_all(&run_dir).map_err(|e| RunError::io("create run directory", &run_dir, e))?;
+    let results_path = run_dir.join("results.json");
+    let requirements = &suite.requirements;
+    let mut results = RunResults {
+        format_version: RESULTS_FORMAT_VERSION,
+        run_id: run_id.clone(),
+        started_utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        finished_utc: None,
+        complete: false,
+        harness: HarnessIdentity::current(),
+        host: host_name(),
+        rig: rig.identity(),
+        requirements_file: requirements.source.clone(),
+        acceptance: requirements
+            .requirements
+            .iter()
+            .map(|r| AcceptanceCriterion {
+                requirement: r.id.clone(),
+                title: r.title.clone(),
+                text: r.text.clone(),
+                hazard: r.hazard.clone(),
+                statistic: r.statistic.clone(),
+                limits: r
+                    .limits
+                    .iter()
+                    .map(|(name, l)| (name.clone(), format!("{} {}", l.value, l.unit)))
+                    .collect(),
+            })
+            .collect(),
+        scenarios: Vec::new(),
+        traceability: Vec::new(),
+        summary: Summary::default(),
+    };
+    // The acceptance criteria are on disk before the first trial runs.
+    write_results(&results_path, &mut results, requirements)?;
+    update_latest_link(&options.reports_dir, &run_id);
+
+    for scenario in &suite.scenarios {
+        let mut scenario_result = ScenarioResult {
+            id: scenario.id.clone(),
+            title: scenario.title.clone(),
+            source: scenario.source.clone(),
+            profile: scenario.bone.profile.clone(),
+            population: scenario.bone.population,
+            verifies: scenario.verifies.clone(),
+            trials_planned: scenario.trials,
+            seed: scenario.seed,
+            trials: Vec::new(),
+            statistics: BTreeMap::new(),
+            verdicts: Vec::new(),
+            verdict: None,
+        };
+        for trial in 0..scenario.trials {
+            let trace_rel = format!("traces/{}/trial-{trial:04}.json", scenario.id);
+            let trace_path = run_dir.join(&trace_rel);
+            let trial_result = match rig.run_trial(scenario, trial) {
+                Ok(trace) => {
+                    let bytes = serde_json::to_vec(&trace).map_err(|e| RunError::Format {
+                        path: trace_path.clone(),
+                        message: e.to_string(),
+                    })?;
+                    write_atomic(&trace_path, &bytes)?;
+                    let stopped_fraction = requirements
+                        .get("SR-02")
+                        .and_then(|r| r.limits.get("stopped_speed_fraction"))
+                        .map_or(0.05, |l| l.value);
+                    let measurements = measure(&trace, stopped_fraction);
+                    let verdicts = evaluate_trial(&trace, &measurements, scenario, requirements);
+                    TrialResult {
+                        trial,
+                        seed: trace.seed,
+                        trace_file: trace_rel,
+                        trace_sha256: sha256_hex(&bytes),
+                        measurements,
+                        verdicts,
+                        anomalies: trace.anomalies.clone(),
+                    }
+                }
+                Err(rig_error) => TrialResult {
+                    trial,
+                    seed: trial_seed(scenario.seed, trial),
+                    trace_file: String::new(),
+                    trace_sha256: String::new(),
+                    measurements: Measurements::default(),
+                    verdicts: scenario
+                        .verifies
+                        .iter()
+                        .map(|id| RequirementVerdict {
+                            requirement: id.clone(),
+                            verdict: Verdict::Inconclusive,
+                            measured: None,
+                            unit: String::new(),
+                            limit: None,
+                            detail: format!("rig fault: {rig_error}"),
+                        })
+                        .collect(),
+                    anomalies: vec![rig_error.to_string()],
+                },
+            };
+            scenario_result.trials.push(trial_result);
+            summarise_scenario(&mut scenario_result, suite, scenario);
+            if let Some(last) = scenario_result.trials.last() {
+                on_trial(&scenario_result, last);
+            }
+            // Evidence so far is on disk before the next trial starts.
+            upsert(&mut results.scenarios, &scenario_result);
+            write_results(&results_path, &mut results, requirements)?;
+        }
+    }
+    results.complete = true;
+    results.finished_utc =
+        Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    write_results(&results_path, &mut results, requirements)?;
+    Ok((run_dir, results))
+}
+
+fn upsert(scenarios: &mut Vec<ScenarioResult>, result: &ScenarioResult) {
+    match scenarios.iter_mut().find(|s| s.id == result.id) {
+        Some(existing) => *existing = result.clone(),
+        None => scenarios.push(result.clone()),
+    }
+}
+
+fn summarise_scenario(
+    result: &mut ScenarioResult,
+    suite: &Suite,
+    scenario: &crate::scenario::Scenario,
+) {
+    result.statistics = STATISTIC_METRICS
+        .iter()
+        .filter_map(|(name, get)| {
+            let values: Vec<f64> = result
+                .trials
+                .iter()
+                .filter_map(|t| get(&t.measurements))
+                .collect();
+            Statistics::of(&values).map(|s| ((*name).to_owned(), s))
+        })
+        .collect();
+    result.verdicts = scenario
+        .verifies
+        .iter()
+        .map(|id| {
+            let per_trial: Vec<&RequirementVerdict> = result
+                .trials
+                .iter()
+                .flat_map(|t| t.verdicts.iter().filter(|v| &v.requirement == id))
+                .collect();
+            aggregate(id, &per_trial, &suite.requirements, scenario)
+        })
+        .collect();
+    result.verdict = result.verdicts.iter().map(|v| v.verdict).max();
+}
+
+fn write_results(
+    path: &Path,
+    results: &mut RunResults,
+    requirements: &crate::scenario::Requirements,
+) -> Result<(), RunError> {
+    results.traceability = requirements
+        .requirements
+        .iter()
+        .map(|req| {
+            let verifying: Vec<&ScenarioResult> = results
+                .scenarios
+                .iter()
+                .filter(|s| s.verifies.contains(&req.id))
+                .collect();
+            TraceabilityRow {
+                requirement: req.id.clone(),
+                hazard: req.hazard.clone(),
+                scenarios: verifying.iter().map(|s| s.id.clone()).collect(),
+                trials: verifying.iter().map(|s| s.trials.len()).sum(),
+                verdict: verifying
+                    .iter()
+                    .flat_map(|s| s.verdicts.iter().filter(|v| v.requirement == req.id))
+                    .map(|v| v.verdict)
+                    .max(),
+            }
+        })
+        .collect();
+    let verdicts = results.scenarios.iter().flat_map(|s| s.verdicts.iter());
+    let mut summary = Summary::default();
+    for v in verdicts {
+        match v.verdict {
+            Verdict::Pass => summary.pass += 1,
+            Verdict::Fail => summary.fail += 1,
+            Verdict::Inconclusive => summary.inconclusive += 1,
+        }
+    }
+    summary.verdict = results.scenarios.iter().filter_map(|s| s.verdict).max();
+    summary.exit_code = exit_code(summary.verdict);
+    results.summary = summary;
+    let mut bytes = serde_json::to_vec_pretty(results).map_err(|e| RunError::Format {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// The exit code for an overall verdict.
+pub fn exit_code(verdict: Option<Verdict>) -> i32 {
+    match verdict {
+        Some(Verdict::Pass) => EXIT_PASS,
+        Some(Verdict::Fail) => EXIT_FAIL,
+        Some(Verdict::Inconclusive) | None => EXIT_INCONCLUSIVE,
+    }
+}
+
+/// Points `reports/latest` at the run directory (a symlink, replaced atomically). Best effort:
+/// a file system without symlinks gets a `latest.txt` holding the run ID instead.
+fn update_latest_link(reports_dir: &Path, run_id: &str) {
+    let latest = reports_dir.join("latest");
+    let tmp = reports_dir.join(".latest.tmp");
+    let _ = fs::remove_file(&tmp);
+    #[cfg(unix)]
+    {
+        if std::os::unix::fs::symlink(run_id, &tmp).is_ok() && fs::rename(&tmp, &latest).is_ok() {
+            return;
+        }
+    }
+    let _ = write_atomic(
+        &reports_dir.join("latest.txt"),
+        format!("{run_id}\n").as_bytes(),
+    );
+}
+
+/// Formats an optional value with `decimals` and `unit`, or `-`.
+pub fn fmt_value(value: Option<f64>, decimals: usize, unit: &str) -> String {
+    match value {
+        Some(v) => format!("{v:.decimals$} {unit}"),
+        None => "-".to_owned(),
+    }
+}
+
+/// The console table of one finished scenario.
+pub fn scenario_table(result: &ScenarioResult) -> String {
+    let mut out = String::new();
+    let verdict = result.verdict.map_or("-", Verdict::as_str);
+    out.push_str(&format!(
+        "\n{verdict:<12} {}  ({} trial{}, seed {})\n             {}\n",
+        result.id,
+        result.trials.len(),
+        if result.trials.len() == 1 { "" } else { "s" },
+        result.seed,
+        result.title
+    ));
+    let stat = |name: &str| result.statistics.get(name).map(|s| s.max);
+    let far = result
+        .trials
+        .iter()
+        .any(|t| t.measurements.far_cortex_contact_rotating);
+    let stop_reasons: Vec<String> = {
+        let mut reasons: Vec<String> = result
+            .trials
+            .iter()
+            .map(|t| {
+                t.measurements
+                    .stop_reason
+                    .clone()
+                    .unwrap_or_else(|| "none".to_owned())
+            })
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        reasons
+    };
+    let max_label = if result.trials.len() > 1 {
+        " (max)"
+    } else {
+        ""
+    };
+    let rows = [
+        (
+            "detection latency",
+            fmt_value(stat("detection_latency_ms"), 1, "ms"),
+        ),
+        ("time to stop", fmt_value(stat("time_to_stop_ms"), 1, "ms")),
+        (
+            "overshoot",
+            format!(
+                "{} / {}",
+                fmt_value(stat("overshoot_mm"), 2, "mm"),
+                fmt_value(stat("overshoot_rev"), 2, "rev")
+            ),
+        ),
+        (
+            "far-cortex contact",
+            if far {
+                "YES, rotating".to_owned()
+            } else {
+                "no".to_owned()
+            },
+        ),
+        ("peak current", fmt_value(stat("peak_current_a"), 3, "A")),
+        (
+            "cortex torque",
+            fmt_value(stat("cortex_torque_nmm"), 1, "N*mm"),
+        ),
+        (
+            "time in cortex",
+            fmt_value(stat("time_in_cortex_s"), 2, "s"),
+        ),
+        (
+            "torque drop at pop",
+            fmt_value(stat("torque_drop_pct"), 0, "%"),
+        ),
+        ("final depth", {
+            let deepest = result
+                .trials
+                .iter()
+                .map(|t| t.measurements.final_depth_mm)
+                .reduce(f64::max);
+            let inner = result
+                .trials
+                .first()
+                .map(|t| t.measurements.inner_surface_mm);
+            format!(
+                "{} (inner surface of the cortex at {})",
+                fmt_value(deepest, 2, "mm"),
+                fmt_value(inner, 2, "mm")
+            )
+        }),
+        ("stop reason", stop_reasons.join(", ")),
+    ];
+    for (label, value) in rows {
+        out.push_str(&format!("  {:<24}{value}\n", format!("{label}{max_label}")));
+    }
+    for v in &result.verdicts {
+        out.push_str(&format!(
+            "  {:<6} {:<12} {}\n",
+            v.requirement,
+            v.verdict.as_str(),
+            v.detail
+        ));
+    }
+    out
+}
+
+/// The console summary of a run.
+pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
+    let s = &results.summary;
+    let mut out = format!(
+        "\n{} scenarios, {} requirement verdicts: {} PASS, {} FAIL, {} INCONCLUSIVE\n",
+        results.scenarios.len(),
+        s.pass + s.fail + s.inconclusive,
+        s.pass,
+        s.fail,
+        s.inconclusive
+    );
+    let unverified: Vec<&str> = results
+        .traceability
+        .iter()
+        .filter(|row| row.scenarios.is_empty())
+        .map(|row| row.requirement.as_str())
+        .collect();
+    if !unverified.is_empty() {
+        out.push_str(&format!(
+            "requirements no scenario of this run verifies: {}\n",
+            unverified.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "overall: {}   evidence: {}\n",
+        s.verdict.map_or("NO VERDICT", Verdict::as_str),
+        run_dir.display()
+    ));
+    out
+}

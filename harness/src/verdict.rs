@@ -1,0 +1,1017 @@
+//! Measurements and verdicts: from a [`Trace`] (ground truth plus what the firmware reported)
+//! to measured values with units and a PASS / FAIL / INCONCLUSIVE verdict per requirement.
+//!
+//! Verdicts are computed from the plant's ground truth and the firmware's reported commands,
+//! never from the firmware's opinion alone: a "breakthrough" event the firmware sends counts
+//! only through the motor-off command it comes with, timed against the plant's `t_bt`.
+//! Limits come from the requirements file; a limit the evaluator needs and the file lacks is
+//! reported as INCONCLUSIVE, never replaced by a built-in number.
+//!
+//! This module does not run trials and does not write files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{Population, Requirement, Requirements, Scenario};
+use crate::trace::{EventSource, Trace};
+
+/// Verdict of one requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// The requirement was met.
+    Pass,
+    /// The requirement could not be checked (rig fault, condition not exercised).
+    Inconclusive,
+    /// The firmware violated the requirement.
+    Fail,
+}
+
+impl Verdict {
+    /// Upper-case name as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+            Verdict::Fail => "FAIL",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Measured values of one trial. Times are from the trigger press timeline of the trial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measurements {
+    /// Motor start (firmware `started`), ms.
+    pub motor_start_ms: Option<f64>,
+    /// Tip reached the near cortex, ms (truth).
+    pub cortex_contact_ms: Option<f64>,
+    /// Detector armed (firmware), ms.
+    pub armed_ms: Option<f64>,
+    /// Cap fracture `t_bt`, ms (truth).
+    pub t_bt_ms: Option<f64>,
+    /// First firmware motor-off command, ms.
+    pub motor_off_ms: Option<f64>,
+    /// Why the firmware stopped the motor first.
+    pub stop_reason: Option<String>,
+    /// Motor-off command minus `t_bt`, ms (SR-01).
+    pub detection_latency_ms: Option<f64>,
+    /// The firmware stopped for breakthrough (detector or fallback) before `t_bt`.
+    pub premature_stop: bool,
+    /// Mean output speed over the 20 ms before `t_bt`, rpm.
+    pub pre_breakthrough_speed_rpm: Option<f64>,
+    /// From `t_bt` to speed below the stopped fraction, ms (SR-02).
+    pub time_to_stop_ms: Option<f64>,
+    /// Depth past the inner surface of the near cortex reached while rotating, mm (SR-03).
+    pub overshoot_mm: Option<f64>,
+    /// Output revolutions from `t_bt` to stop (SR-03).
+    pub overshoot_rev: Option<f64>,
+    /// The tip touched the far cortex while rotating (SR-04).
+    pub far_cortex_contact_rotating: bool,
+    /// Largest tick-mean motor current after the start-up blanking, A.
+    pub peak_current_a: Option<f64>,
+    /// Median load torque in the near cortex (from contact + 50 ms to `t_bt`), N*mm.
+    pub cortex_torque_nmm: Option<f64>,
+    /// Time from cortex contact to `t_bt`, s.
+    pub time_in_cortex_s: Option<f64>,
+    /// Load torque fall at breakthrough, percent of the cortex torque.
+    pub torque_drop_pct: Option<f64>,
+    /// Longest continuous drive, s (SR-08).
+    pub longest_run_s: f64,
+    /// Mean battery terminal voltage 30-50 ms after the first start, V (SR-11).
+    pub loaded_battery_v: Option<f64>,
+    /// Final needle depth, mm.
+    pub final_depth_mm: f64,
+    /// Depth of the inner surface of the near cortex, mm.
+    pub inner_surface_mm: f64,
+}
+
+/// One requirement's verdict for one trial or one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequirementVerdict {
+    /// Requirement ID.
+    pub requirement: String,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// The measured value the verdict rests on, if one.
+    pub measured: Option<f64>,
+    /// Unit of `measured` and `limit`.
+    pub unit: String,
+    /// The limit it was held to, if numeric.
+    pub limit: Option<f64>,
+    /// Human explanation: what was compared, or why INCONCLUSIVE.
+    pub detail: String,
+}
+
+/// Computes the measurements of a trial.
+pub fn measure(trace: &Trace, stopped_fraction: f64) -> Measurements {
+    let s = &trace.samples;
+    let ms = |t: f64| t * 1000.0;
+    let started = trace.first_event(EventSource::Firmware, "started");
+    let t_bt = trace.truth.t_bt_s;
+    let motor_off = trace
+        .events_of(EventSource::Firmware, "motor_off")
+        .find(|e| started.is_none_or(|t0| e.t_s >= t0));
+    let stop_reason = motor_off.and_then(|e| e.detail.clone());
+    // A premature stop is the firmware deciding "breakthrough" (by the detector or the
+    // missed-pop fallback) before the cap fractured. Operator releases and protective faults
+    // are judged by their own requirements.
+    let breakthrough_stop = matches!(stop_reason.as_deref(), Some("breakthrough" | "missed_pop"));
+    let premature = match (motor_off, t_bt) {
+        (Some(off), Some(bt)) => off.t_s < bt && breakthrough_stop,
+        (Some(_), None) => breakthrough_stop,
+        _ => false,
+    };
+    let mut m = Measurements {
+        motor_start_ms: started.map(ms),
+        cortex_contact_ms: trace.truth.cortex_contact_s.map(ms),
+        armed_ms: trace.first_event(EventSource::Firmware, "armed").map(ms),
+        t_bt_ms: t_bt.map(ms),
+        motor_off_ms: motor_off.map(|e| ms(e.t_s)),
+        stop_reason,
+        premature_stop: premature,
+        far_cortex_contact_rotating: trace.truth.far_contact_rotating,
+        longest_run_s: longest_run_s(trace),
+        final_depth_mm: s.depth_mm.last().copied().unwrap_or(0.0),
+        inner_surface_mm: trace.truth.inner_surface_mm,
+        ..Measurements::default()
+    };
+    if let (Some(off), Some(bt)) = (motor_off, t_bt) {
+        if off.t_s >= bt {
+            m.detection_latency_ms = Some(ms(off.t_s - bt));
+        }
+    }
+    if let Some(t0) = started {
+        let after_blanking = t0 + f64::from(driver_core::BLANKING_MS) / 1000.0;
+        m.peak_current_a = s
+            .t_s
+            .iter()
+            .zip(&s.current_a)
+            .filter(|(t, _)| **t > after_blanking)
+            .map(|(_, i)| *i)
+            .reduce(f64::max);
+        m.loaded_battery_v = mean_between(&s.t_s, &s.battery_v, t0 + 0.030, t0 + 0.050);
+    }
+    if let Some(bt) = t_bt {
+        m.pre_breakthrough_speed_rpm = mean_between(&s.t_s, &s.speed_rpm, bt - 0.020, bt);
+        if let Some(pre) = m.pre_breakthrough_speed_rpm {
+            let threshold = pre * stopped_fraction;
+            if let Some(t_stop) = crossing_below(&s.t_s, &s.speed_rpm, bt, threshold) {
+                m.time_to_stop_ms = Some(ms(t_stop - bt));
+                let depth_at_stop = interpolate(&s.t_s, &s.depth_mm, t_stop);
+                m.overshoot_mm = Some(depth_at_stop - trace.truth.inner_surface_mm);
+                let rev_stop = interpolate(&s.t_s, &s.revolutions, t_stop);
+                let rev_bt = interpolate(&s.t_s, &s.revolutions, bt);
+                m.overshoot_rev = Some(rev_stop - rev_bt);
+            }
+        }
+        if let Some(contact) = trace.truth.cortex_contact_s {
+            m.time_in_cortex_s = Some(bt - contact);
+            let cortex: Vec<f64> = (0..s.len())
+                .filter(|&k| s.t_s[k] >= contact + 0.050 && s.t_s[k] < bt)
+                .map(|k| s.load_torque_nmm[k])
+                .collect();
+            m.cortex_torque_nmm = median(cortex);
+            let before = interpolate(&s.t_s, &s.load_torque_nmm, bt - 0.002);
+            let after = interpolate(&s.t_s, &s.load_torque_nmm, bt + 0.002);
+            if before > 0.0 {
+                m.torque_drop_pct = Some(100.0 * (1.0 - after / before));
+            }
+        }
+    }
+    m
+}
+
+/// Longest stretch of samples with drive applied, s.
+fn longest_run_s(trace: &Trace) -> f64 {
+    let s = &trace.samples;
+    let mut longest = 0.0f64;
+    let mut run_start: Option<f64> = None;
+    for k in 0..s.len() {
+        let driving = s.duty_permille[k] > 0;
+        match (driving, run_start) {
+            (true, None) => run_start = Some(s.t_s[k]),
+            (false, Some(t0)) => {
+                longest = longest.max(s.t_s[k] - t0);
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(t0), Some(t_end)) = (run_start, s.t_s.last()) {
+        longest = longest.max(t_end - t0 + trace.sample_period_s);
+    }
+    longest
+}
+
+fn mean_between(t: &[f64], v: &[f64], from: f64, to: f64) -> Option<f64> {
+    let values: Vec<f64> = t
+        .iter()
+        .zip(v)
+        .filter(|(time, _)| **time > from && **time <= to)
+        .map(|(_, value)| *value)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[values.len() / 2])
+}
+
+/// Linear interpolation of a sampled quantity at time `at`.
+pub fn interpolate(t: &[f64], v: &[f64], at: f64) -> f64 {
+    let k = t.partition_point(|time| *time < at);
+    if k == 0 {
+        return v.first().copied().unwrap_or(0.0);
+    }
+    if k >= t.len() {
+        return v.last().copied().unwrap_or(0.0);
+    }
+    let (t0, t1, v0, v1) = (t[k - 1], t[k], v[k - 1], v[k]);
+    if t1 <= t0 {
+        return v1;
+    }
+    v0 + (v1 - v0) * (at - t0) / (t1 - t0)
+}
+
+/// First time after `from` that `v` falls below `threshold`, linearly interpolated.
+fn crossing_below(t: &[f64], v: &[f64], from: f64, threshold: f64) -> Option<f64> {
+    let start = t.partition_point(|time| *time <= from);
+    for k in start..t.len() {
+        if v[k] < threshold {
+            if k == 0 || t[k - 1] < from {
+                return Some(t[k]);
+            }
+            let (t0, t1, v0, v1) = (t[k - 1], t[k], v[k - 1], v[k]);
+            let x = if v0 > v1 {
+                (v0 - threshold) / (v0 - v1)
+            } else {
+                1.0
+            };
+            return Some(t0 + x.clamp(0.0, 1.0) * (t1 - t0));
+        }
+    }
+    None
+}
+
+/// Reads a limit, or explains why it is missing.
+fn limit(req: &Requirement, name: &str) -> Result<f64, String> {
+    req.limits
+        .get(name)
+        .map(|l| l.value)
+        .ok_or_else(|| format!("requirements file gives no limit `{name}` for {}", req.id))
+}
+
+fn verdict(
+    req: &Requirement,
+    verdict: Verdict,
+    measured: Option<f64>,
+    unit: &str,
+    limit: Option<f64>,
+    detail: String,
+) -> RequirementVerdict {
+    RequirementVerdict {
+        requirement: req.id.clone(),
+        verdict,
+        measured,
+        unit: unit.to_owned(),
+        limit,
+        detail,
+    }
+}
+
+fn inconclusive(req: &Requirement, detail: impl Into<String>) -> RequirementVerdict {
+    verdict(req, Verdict::Inconclusive, None, "", None, detail.into())
+}
+
+/// Holds a measured value to an upper limit.
+fn at_most(
+    req: &Requirement,
+    what: &str,
+    measured: f64,
+    limit: f64,
+    unit: &str,
+) -> RequirementVerdict {
+    let (v, op) = if measured <= limit {
+        (Verdict::Pass, "<=")
+    } else {
+        (Verdict::Fail, ">")
+    };
+    verdict(
+        req,
+        v,
+        Some(measured),
+        unit,
+        Some(limit),
+        format!("{what} {measured:.3} {unit} {op} {limit} {unit}"),
+    )
+}
+
+/// Evaluates every requirement the scenario verifies on one trial.
+pub fn evaluate_trial(
+    trace: &Trace,
+    measurements: &Measurements,
+    scenario: &Scenario,
+    requirements: &Requirements,
+) -> Vec<RequirementVerdict> {
+    scenario
+        .verifies
+        .iter()
+        .map(|id| match requirements.get(id) {
+            None => RequirementVerdict {
+                requirement: id.clone(),
+                verdict: Verdict::Inconclusive,
+                measured: None,
+                unit: String::new(),
+                limit: None,
+                detail: format!("requirement {id} is not in the requirements file"),
+            },
+            Some(req) => {
+                if !trace.anomalies.is_empty() {
+                    return inconclusive(
+                        req,
+                        format!("rig anomaly: {}", trace.anomalies.join("; ")),
+                    );
+                }
+                if !req.rigs.iter().any(|r| r == &trace.rig) {
+                    return inconclusive(
+                        req,
+                        format!(
+                            "{} cannot be verified on the {} rig (verifiable on: {})",
+                            req.id,
+                            trace.rig,
+                            req.rigs.join(", ")
+                        ),
+                    );
+                }
+                evaluate_one(req, trace, measurements, scenario)
+                    .unwrap_or_else(|missing| inconclusive(req, missing))
+            }
+        })
+        .collect()
+}
+
+fn evaluate_one(
+    req: &Requirement,
+    trace: &Trace,
+    m: &Measurements,
+    scenario: &Scenario,
+) -> Result<RequirementVerdict, String> {
+    let no_pop = || "breakthrough never occurred in this trial".to_owned();
+    Ok(match req.id.as_str() {
+        "SR-01" => {
+            let max = limit(req, "max_latency_ms")?;
+            match (m.t_bt_ms, m.detection_latency_ms) {
+                (None, _) => inconclusive(req, no_pop()),
+                (Some(_), Some(latency)) => at_most(req, "detection latency", latency, max, "ms"),
+                (Some(_), None) if m.premature_stop => {
+                    inconclusive(req, "motor stopped before breakthrough (see SR-05)")
+                }
+                (Some(_), None) => verdict(
+                    req,
+                    Verdict::Fail,
+                    None,
+                    "ms",
+                    Some(max),
+                    "no motor-off command after breakthrough".to_owned(),
+                ),
+            }
+        }
+        "SR-02" => {
+            let max = limit(req, "max_stop_ms")?;
+            match (m.t_bt_ms, m.time_to_stop_ms) {
+                (None, _) => inconclusive(req, no_pop()),
+                (Some(_), Some(stop)) => at_most(req, "time to stop after t_bt", stop, max, "ms"),
+                (Some(_), None) => verdict(
+                    req,
+                    Verdict::Fail,
+                    None,
+                    "ms",
+                    Some(max),
+                    "shaft never stopped after breakthrough".to_owned(),
+                ),
+            }
+        }
+        "SR-03" => {
+            let max_mm = match scenario.bone.population {
+                Population::Adult => limit(req, "max_overshoot_mm_adult")?,
+                Population::Child => limit(req, "max_overshoot_mm_child")?,
+            };
+            let max_rev = limit(req, "max_overshoot_rev")?;
+            match (m.t_bt_ms, m.overshoot_mm, m.overshoot_rev) {
+                (None, _, _) => inconclusive(req, no_pop()),
+                (Some(_), Some(mm), Some(rev)) => {
+                    let by_depth = at_most(req, "rotating overshoot", mm, max_mm, "mm");
+                    if by_depth.verdict == Verdict::Fail {
+                        by_depth
+                    } else if rev > max_rev {
+                        verdict(
+                            req,
+                            Verdict::Fail,
+                            Some(rev),
+                            "rev",
+                            Some(max_rev),
+                            format!("revolutions after t_bt {rev:.3} rev > {max_rev} rev"),
+                        )
+                    } else {
+                        RequirementVerdict {
+                            detail: format!("{}; {rev:.3} rev <= {max_rev} rev", by_depth.detail),
+                            ..by_depth
+                        }
+                    }
+                }
+                (Some(_), _, _) => verdict(
+                    req,
+                    Verdict::Fail,
+                    None,
+                    "mm",
+                    Some(max_mm),
+                    "needle still rotating at the end of the trial".to_owned(),
+                ),
+            }
+        }
+        "SR-04" => {
+            let _ = limit(req, "max_far_contacts")?;
+            if m.far_cortex_contact_rotating {
+                let at = trace.truth.far_contact_s.unwrap_or(0.0) * 1000.0;
+                verdict(
+                    req,
+                    Verdict::Fail,
+                    Some(1.0),
+                    "count",
+                    Some(0.0),
+                    format!("needle reached the far cortex rotating at {at:.1} ms"),
+                )
+            } else {
+                verdict(
+                    req,
+                    Verdict::Pass,
+                    Some(0.0),
+                    "count",
+                    Some(0.0),
+                    "no far-cortex contact while rotating".to_owned(),
+                )
+            }
+        }
+        "SR-05" => {
+            // Per trial: a premature stop is recorded; the fraction limit is applied over trials.
+            let allowed = premature_stop_limit(req, scenario)?;
+            let count = f64::from(u8::from(m.premature_stop));
+            let detail = if m.premature_stop {
+                format!(
+                    "firmware stopped ({}) at {:.1} ms, before breakthrough",
+                    m.stop_reason.as_deref().unwrap_or("?"),
+                    m.motor_off_ms.unwrap_or(0.0)
+                )
+            } else {
+                "no stop before breakthrough".to_owned()
+            };
+            let v = if count <= allowed {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            verdict(req, v, Some(count), "fraction", Some(allowed), detail)
+        }
+        "SR-06" => {
+            let blanking = limit(req, "min_blanking_ms")?;
+            match (m.armed_ms, m.motor_start_ms, m.cortex_contact_ms) {
+                (None, _, _) => verdict(
+                    req,
+                    Verdict::Pass,
+                    None,
+                    "ms",
+                    Some(blanking),
+                    "detector never armed".to_owned(),
+                ),
+                (Some(_), None, _) => verdict(
+                    req,
+                    Verdict::Fail,
+                    None,
+                    "ms",
+                    Some(blanking),
+                    "armed without a motor start".to_owned(),
+                ),
+                (Some(armed), Some(start), contact) => {
+                    if armed - start < blanking {
+                        verdict(
+                            req,
+                            Verdict::Fail,
+                            Some(armed - start),
+                            "ms",
+                            Some(blanking),
+                            format!(
+                                "armed {:.1} ms after start, inside the {blanking} ms blanking",
+                                armed - start
+                            ),
+                        )
+                    } else if contact.is_none_or(|c| armed < c) {
+                        verdict(
+                            req,
+                            Verdict::Fail,
+                            Some(armed),
+                            "ms",
+                            None,
+                            format!(
+                                "armed at {armed:.1} ms, before cortical engagement ({})",
+                                contact.map_or("never".to_owned(), |c| format!("{c:.1} ms"))
+                            ),
+                        )
+                    } else {
+                        let c = contact.unwrap_or(armed);
+                        verdict(
+                            req,
+                            Verdict::Pass,
+                            Some(armed - start),
+                            "ms",
+                            Some(blanking),
+                            format!(
+                                "armed {:.1} ms after start and {:.1} ms after cortex contact",
+                                armed - start,
+                                armed - c
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+        "SR-07" => evaluate_stall(req, trace, m)?,
+        "SR-08" => {
+            let max_s = limit(req, "max_run_s")?;
+            if m.longest_run_s > max_s {
+                at_most(req, "longest run", m.longest_run_s, max_s, "s")
+            } else if m.stop_reason.as_deref() == Some("over_time") {
+                at_most(
+                    req,
+                    "longest run (stopped by over-time fault)",
+                    m.longest_run_s,
+                    max_s,
+                    "s",
+                )
+            } else {
+                inconclusive(
+                    req,
+                    format!(
+                        "over-time limit not exercised: longest run {:.3} s, stop reason {}",
+                        m.longest_run_s,
+                        m.stop_reason.as_deref().unwrap_or("none")
+                    ),
+                )
+            }
+        }
+        "SR-09" => evaluate_release(req, trace, scenario)?,
+        "SR-10" => evaluate_missed_pop(req, trace, m)?,
+        "SR-11" => evaluate_low_battery(req, trace, m)?,
+        other => inconclusive(
+            req,
+            format!("no evaluator for {other} on the {} rig", trace.rig),
+        ),
+    })
+}
+
+/// Allowed premature-stop fraction for this scenario (nominal push or with push variation).
+pub fn premature_stop_limit(req: &Requirement, scenario: &Scenario) -> Result<f64, String> {
+    if scenario.operator.oscillation.is_some() || !scenario.operator.steps.is_empty() {
+        limit(req, "max_fraction_oscillating")
+    } else {
+        limit(req, "max_fraction_nominal")
+    }
+}
+
+fn evaluate_stall(
+    req: &Requirement,
+    trace: &Trace,
+    m: &Measurements,
+) -> Result<RequirementVerdict, String> {
+    let max_ms = limit(req, "max_stop_ms")?;
+    let speed_fraction = limit(req, "stall_speed_fraction")?;
+    let current_fraction = limit(req, "stall_current_fraction")?;
+    let s = &trace.samples;
+    let speed_limit = trace.truth.no_load_speed_rpm * speed_fraction;
+    let current_limit = trace.truth.stall_current_a * current_fraction;
+    // The stall condition must hold 10 ms: the start-up inrush satisfies it for a few ms.
+    const PERSIST_S: f64 = 0.010;
+    let mut onset: Option<f64> = None;
+    let mut stall_at: Option<f64> = None;
+    for k in 0..s.len() {
+        let stalled = s.duty_permille[k] > 0
+            && s.speed_rpm[k] < speed_limit
+            && s.current_a[k] > current_limit;
+        match (stalled, onset) {
+            (true, None) => onset = Some(s.t_s[k]),
+            (true, Some(t0)) if s.t_s[k] - t0 >= PERSIST_S => {
+                stall_at = Some(t0);
+                break;
+            }
+            (false, _) => onset = None,
+            _ => {}
+        }
+    }
+    let Some(stall_at) = stall_at else {
+        return Ok(inconclusive(req, "stall condition never reached"));
+    };
+    let off = trace
+        .events_of(EventSource::Firmware, "motor_off")
+        .find(|e| e.t_s >= stall_at);
+    let Some(off) = off else {
+        return Ok(verdict(
+            req,
+            Verdict::Fail,
+            None,
+            "ms",
+            Some(max_ms),
+            format!(
+                "motor never stopped after the stall at {:.1} ms",
+                stall_at * 1000.0
+            ),
+        ));
+    };
+    let latency_ms = (off.t_s - stall_at) * 1000.0;
+    let mut result = at_most(req, "stall to motor off", latency_ms, max_ms, "ms");
+    if off.detail.as_deref() != Some("stall") {
+        result.verdict = Verdict::Fail;
+        result.detail = format!(
+            "{}; stop reason {} instead of a stall fault",
+            result.detail,
+            off.detail.as_deref().unwrap_or("none")
+        );
+    }
+    if let Some(restart) = drive_while_held_after(trace, off.t_s) {
+        result.verdict = Verdict::Fail;
+        result.detail = format!(
+            "{}; drive restarted at {:.1} ms without a new trigger press",
+            result.detail,
+            restart * 1000.0
+        );
+    }
+    let _ = m;
+    Ok(result)
+}
+
+/// First sample after `after` with drive applied while the trigger has stayed held since.
+fn drive_while_held_after(trace: &Trace, after: f64) -> Option<f64> {
+    let s = &trace.samples;
+    for k in s.t_s.partition_point(|t| *t <= after)..s.len() {
+        if !s.trigger[k] {
+            return None;
+        }
+        if s.duty_permille[k] > 0 {
+            return Some(s.t_s[k]);
+        }
+    }
+    None
+}
+
+fn evaluate_release(
+    req: &Requirement,
+    trace: &Trace,
+    scenario: &Scenario,
+) -> Result<RequirementVerdict, String> {
+    let max_ms = limit(req, "max_deenergise_ms")?;
+    let Some(release) = scenario.operator.release_s else {
+        return Ok(inconclusive(
+            req,
+            "the trigger is never released in this scenario",
+        ));
+    };
+    let s = &trace.samples;
+    let from = s.t_s.partition_point(|t| *t < release);
+    let Some(k_off) = (from..s.len()).find(|&k| s.duty_permille[k] == 0) else {
+        return Ok(verdict(
+            req,
+            Verdict::Fail,
+            None,
+            "ms",
+            Some(max_ms),
+            "motor still driven at the end of the trial after release".to_owned(),
+        ));
+    };
+    let latency_ms = ((s.t_s[k_off] - release) * 1000.0).max(0.0);
+    let mut result = at_most(req, "release to de-energised", latency_ms, max_ms, "ms");
+    if let Some(k) = (k_off..s.len()).find(|&k| s.duty_permille[k] > 0 && !s.trigger[k]) {
+        result.verdict = Verdict::Fail;
+        result.detail = format!(
+            "{}; driven at {:.1} ms with the trigger released",
+            result.detail,
+            s.t_s[k] * 1000.0
+        );
+    }
+    Ok(result)
+}
+
+fn evaluate_missed_pop(
+    req: &Requirement,
+    trace: &Trace,
+    m: &Measurements,
+) -> Result<RequirementVerdict, String> {
+    let max_ms = limit(req, "max_stop_ms")?;
+    let fraction = limit(req, "plateau_fraction")?;
+    let s = &trace.samples;
+    let Some(contact) = trace.truth.cortex_contact_s else {
+        return Ok(inconclusive(req, "the needle never reached the cortex"));
+    };
+    // Plateau: largest 50 ms mean of the load torque while driven in the near cortex.
+    let end_of_cortex = trace.truth.t_bt_s.unwrap_or(f64::INFINITY);
+    let window = (0.050 / trace.sample_period_s).round().max(1.0) as usize;
+    let in_cortex: Vec<usize> = (0..s.len())
+        .filter(|&k| s.t_s[k] >= contact && s.t_s[k] <= end_of_cortex && s.duty_permille[k] > 0)
+        .collect();
+    let mut plateau = 0.0f64;
+    let mut plateau_at = contact;
+    for w in in_cortex.windows(window) {
+        let mean = w.iter().map(|&k| s.load_torque_nmm[k]).sum::<f64>() / window as f64;
+        if mean > plateau {
+            plateau = mean;
+            plateau_at = s.t_s[w[window - 1]];
+        }
+    }
+    let threshold = plateau * fraction;
+    let t_low = (0..s.len())
+        .find(|&k| {
+            s.t_s[k] > plateau_at && s.speed_rpm[k] > 0.0 && s.load_torque_nmm[k] < threshold
+        })
+        .map(|k| s.t_s[k]);
+    let pct = fraction * 100.0;
+    let reason = m.stop_reason.as_deref().unwrap_or("none");
+    let detector_stop = matches!(reason, "breakthrough" | "missed_pop");
+    if m.far_cortex_contact_rotating {
+        let at = trace.truth.far_contact_s.unwrap_or(0.0) * 1000.0;
+        return Ok(verdict(
+            req,
+            Verdict::Fail,
+            None,
+            "ms",
+            Some(max_ms),
+            format!("needle reached the far cortex rotating at {at:.1} ms (stop: {reason})"),
+        ));
+    }
+    Ok(match (t_low, m.motor_off_ms) {
+        (None, Some(off)) if detector_stop => verdict(req, Verdict::Pass, None, "ms", Some(max_ms), format!("motor off at {off:.1} ms ({reason}) before the torque fell below {pct:.0} % of its {plateau:.1} N*mm plateau")),
+        (None, _) => inconclusive(req, format!("load torque never fell below {pct:.0} % of its {plateau:.1} N*mm plateau (stop: {reason})")),
+        (Some(low), None) => verdict(req, Verdict::Fail, None, "ms", Some(max_ms), format!("torque below {pct:.0} % of plateau from {:.1} ms and the motor never stopped", low * 1000.0)),
+        (Some(low), Some(off)) => {
+            let latency = off - low * 1000.0;
+            if latency < 0.0 && detector_stop {
+                verdict(req, Verdict::Pass, Some(latency), "ms", Some(max_ms), format!("motor off ({reason}) {:.1} ms before the torque fell below {pct:.0} % of plateau", -latency))
+            } else {
+                let mut result = at_most(req, "torque below plateau fraction to motor off", latency.max(0.0), max_ms, "ms");
+                result.detail = format!("{} (stop: {reason})", result.detail);
+                result
+            }
+        }
+    })
+}
+
+fn evaluate_low_battery(
+    req: &Requirement,
+    trace: &Trace,
+    m: &Measurements,
+) -> Result<RequirementVerdict, String> {
+    let min_v = limit(req, "min_loaded_v")?;
+    let warn_v = limit(req, "warn_loaded_v")?;
+    let max_ms = limit(req, "max_stop_ms")?;
+    let margin_v = limit(req, "refusal_margin_v")?;
+    let (Some(loaded), Some(start)) = (m.loaded_battery_v, m.motor_start_ms) else {
+        return Ok(inconclusive(req, "the motor never started"));
+    };
+    let refused = m.stop_reason.as_deref() == Some("low_battery");
+    let warned = trace
+        .first_event(EventSource::Firmware, "low_battery_warning")
+        .is_some();
+    if loaded < min_v {
+        if !refused {
+            return Ok(verdict(req, Verdict::Fail, Some(loaded), "V", Some(min_v), format!("loaded battery {loaded:.3} V < {min_v} V and drilling was not refused (stop: {})", m.stop_reason.as_deref().unwrap_or("none"))));
+        }
+        let stop_ms = m.motor_off_ms.unwrap_or(f64::INFINITY) - start;
+        let mut result = at_most(req, "start to low-battery stop", stop_ms, max_ms, "ms");
+        result.detail = format!(
+            "loaded battery {loaded:.3} V < {min_v} V; {}",
+            result.detail
+        );
+        if let Some(t) = drive_while_held_after(trace, m.motor_off_ms.unwrap_or(0.0) / 1000.0) {
+            result.verdict = Verdict::Fail;
+            result.detail = format!(
+                "{}; drive restarted at {:.1} ms without a new press",
+                result.detail,
+                t * 1000.0
+            );
+        }
+        return Ok(result);
+    }
+    if refused && loaded >= min_v + margin_v {
+        return Ok(verdict(req, Verdict::Fail, Some(loaded), "V", Some(min_v), format!("drilling refused at {loaded:.3} V, more than {margin_v} V above the {min_v} V minimum")));
+    }
+    if loaded < warn_v && !warned && !refused {
+        return Ok(verdict(
+            req,
+            Verdict::Fail,
+            Some(loaded),
+            "V",
+            Some(warn_v),
+            format!("loaded battery {loaded:.3} V < {warn_v} V and no low-battery warning"),
+        ));
+    }
+    Ok(verdict(
+        req,
+        Verdict::Pass,
+        Some(loaded),
+        "V",
+        Some(min_v),
+        format!("loaded battery {loaded:.3} V; refused: {refused}, warned: {warned}"),
+    ))
+}
+
+/// Statistics of one measured value over trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistics {
+    /// Number of values.
+    pub n: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for n = 1).
+    pub sd: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// 95th percentile, nearest rank.
+    pub p95: f64,
+    /// 99th percentile, nearest rank (equals the maximum while n < 100).
+    pub p99: f64,
+}
+
+impl Statistics {
+    /// Statistics of `values`; `None` when empty.
+    pub fn of(values: &[f64]) -> Option<Statistics> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let mean = sorted.iter().sum::<f64>() / n as f64;
+        let sd = if n > 1 {
+            (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Statistics {
+            n,
+            mean,
+            sd,
+            min: sorted[0],
+            max: sorted[n - 1],
+            p95: rank(0.95),
+            p99: rank(0.99),
+        })
+    }
+}
+
+/// Combines per-trial verdicts of one requirement into the scenario's verdict, applying the
+/// over-trials statistics (SR-01 P99, SR-05 fraction).
+pub fn aggregate(
+    req_id: &str,
+    trials: &[&RequirementVerdict],
+    requirements: &Requirements,
+    scenario: &Scenario,
+) -> RequirementVerdict {
+    let worst = trials
+        .iter()
+        .map(|v| v.verdict)
+        .max()
+        .unwrap_or(Verdict::Inconclusive);
+    let base = |verdict: Verdict,
+                measured: Option<f64>,
+                unit: &str,
+                limit: Option<f64>,
+                detail: String| RequirementVerdict {
+        requirement: req_id.to_owned(),
+        verdict,
+        measured,
+        unit: unit.to_owned(),
+        limit,
+        detail,
+    };
+    let Some(req) = requirements.get(req_id) else {
+        return base(
+            Verdict::Inconclusive,
+            None,
+            "",
+            None,
+            format!("requirement {req_id} is not in the requirements file"),
+        );
+    };
+    let n = trials.len();
+    let values: Vec<f64> = trials.iter().filter_map(|v| v.measured).collect();
+    let stats = Statistics::of(&values);
+    let counts = |v: Verdict| trials.iter().filter(|t| t.verdict == v).count();
+    let summary = format!(
+        "{} trials: {} pass, {} fail, {} inconclusive",
+        n,
+        counts(Verdict::Pass),
+        counts(Verdict::Fail),
+        counts(Verdict::Inconclusive)
+    );
+    match req_id {
+        "SR-05" => {
+            let Ok(allowed) = premature_stop_limit(req, scenario) else {
+                return base(
+                    Verdict::Inconclusive,
+                    None,
+                    "",
+                    None,
+                    "requirements file lacks the SR-05 fraction limits".to_owned(),
+                );
+            };
+            let conclusive: Vec<&&RequirementVerdict> = trials
+                .iter()
+                .filter(|t| t.verdict != Verdict::Inconclusive)
+                .collect();
+            if conclusive.is_empty() {
+                return worst_case(req_id, trials, worst, stats.as_ref(), &summary);
+            }
+            let premature = conclusive
+                .iter()
+                .filter(|t| t.measured == Some(1.0))
+                .count();
+            let fraction = premature as f64 / conclusive.len() as f64;
+            let verdict = if fraction <= allowed {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            base(
+                verdict,
+                Some(fraction),
+                "fraction",
+                Some(allowed),
+                format!(
+                    "{premature} premature stops in {} trials ({:.1} %), limit {:.1} %",
+                    conclusive.len(),
+                    fraction * 100.0,
+                    allowed * 100.0
+                ),
+            )
+        }
+        "SR-01" => {
+            let mut result = worst_case(req_id, trials, worst, stats.as_ref(), &summary);
+            if let (Some(stats), Ok(p99_limit)) = (stats.as_ref(), limit(req, "p99_latency_ms")) {
+                if stats.p99 > p99_limit && result.verdict == Verdict::Pass {
+                    result.verdict = Verdict::Fail;
+                }
+                result.detail = format!(
+                    "{}; P99 {:.3} ms (limit {p99_limit} ms, nearest rank over n = {})",
+                    result.detail, stats.p99, stats.n
+                );
+            }
+            result
+        }
+        _ => worst_case(req_id, trials, worst, stats.as_ref(), &summary),
+    }
+}
+
+fn worst_case(
+    req_id: &str,
+    trials: &[&RequirementVerdict],
+    worst: Verdict,
+    stats: Option<&Statistics>,
+    summary: &str,
+) -> RequirementVerdict {
+    // The trial that decides the verdict: the worst one, the largest value among equals.
+    let decisive = trials.iter().filter(|t| t.verdict == worst).max_by(|a, b| {
+        a.measured
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&b.measured.unwrap_or(f64::NEG_INFINITY))
+    });
+    match decisive {
+        Some(t) => RequirementVerdict {
+            requirement: req_id.to_owned(),
+            verdict: worst,
+            measured: stats.map(|s| s.max).or(t.measured),
+            unit: t.unit.clone(),
+            limit: t.limit,
+            detail: if trials.len() > 1 {
+                format!("{summary}; worst: {}", t.detail)
+            } else {
+                t.detail.clone()
+            },
+        },
+        None => RequirementVerdict {
+            requirement: req_id.to_owned(),
+            verdict: Verdict::Inconclusive,
+            measured: None,
+            unit: String::new(),
+            limit: None,
+            detail: "no trials".to_owned(),
+        },
+    }
+}

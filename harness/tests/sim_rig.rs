@@ -1,0 +1,427 @@
+//! End-to-end tests of the sim rig: the shipped suite passes, the harness can fail, results
+//! are deterministic, the integration step is converged, and evidence survives rig faults.
+
+use std::path::{Path, PathBuf};
+
+use driver_core::Config;
+use iohil::rig::{Rig, RigError, RigIdentity, SimRig};
+use iohil::run::{run_suite, RunOptions, RunResults};
+use iohil::scenario::load::{load_suite, Suite};
+use iohil::scenario::Scenario;
+use iohil::trace::Trace;
+use iohil::verdict::{evaluate_trial, measure, Measurements, RequirementVerdict, Verdict};
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+fn suite(relative: &[&str]) -> Suite {
+    let paths: Vec<PathBuf> = relative.iter().map(|p| scenarios_dir().join(p)).collect();
+    match load_suite(&paths) {
+        Ok(suite) => suite,
+        Err(error) => panic!("shipped scenarios must load: {error}"),
+    }
+}
+
+fn run(suite: &Suite, rig: &mut dyn Rig, reports: &Path, run_id: &str) -> RunResults {
+    let options = RunOptions {
+        reports_dir: reports.to_owned(),
+        run_id: Some(run_id.to_owned()),
+    };
+    run_suite(suite, rig, &options, |_, _| {})
+        .expect("run writes its evidence")
+        .1
+}
+
+/// One trial of `scenario` on `rig`, evaluated.
+fn trial(
+    rig: &mut dyn Rig,
+    suite: &Suite,
+    scenario: &Scenario,
+    index: u32,
+) -> (Trace, Measurements, Vec<RequirementVerdict>) {
+    let trace = rig.run_trial(scenario, index).expect("sim trial runs");
+    let m = measure(&trace, 0.05);
+    let verdicts = evaluate_trial(&trace, &m, scenario, &suite.requirements);
+    (trace, m, verdicts)
+}
+
+fn verdict_of(verdicts: &[RequirementVerdict], id: &str) -> RequirementVerdict {
+    verdicts
+        .iter()
+        .find(|v| v.requirement == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no verdict for {id}"))
+}
+
+fn scenario<'a>(suite: &'a Suite, id: &str) -> &'a Scenario {
+    suite
+        .scenarios
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("scenario {id} not in suite"))
+}
+
+#[test]
+fn shipped_suite_passes_on_the_sim_rig_and_writes_evidence() {
+    let suite = suite(&["."]);
+    assert!(
+        suite.scenarios.len() >= 20,
+        "{} scenarios",
+        suite.scenarios.len()
+    );
+    let reports = tempfile::tempdir().expect("tempdir");
+    let results = run(&suite, &mut SimRig::default(), reports.path(), "suite");
+    for s in &results.scenarios {
+        for v in &s.verdicts {
+            assert_eq!(
+                v.verdict,
+                Verdict::Pass,
+                "{} {}: {}",
+                s.id,
+                v.requirement,
+                v.detail
+            );
+        }
+        assert_eq!(s.trials.len() as u32, s.trials_planned);
+    }
+    assert_eq!(results.summary.exit_code, 0);
+    assert!(results.complete);
+    // Every trial's trace is on disk with the recorded hash.
+    let run_dir = reports.path().join("suite");
+    for s in &results.scenarios {
+        for t in &s.trials {
+            let bytes = std::fs::read(run_dir.join(&t.trace_file)).expect("trace file");
+            assert_eq!(iohil::run::sha256_hex(&bytes), t.trace_sha256);
+        }
+    }
+    let on_disk = RunResults::read(&run_dir.join("results.json")).expect("results.json");
+    assert!(
+        on_disk == results,
+        "results.json on disk differs from the returned results"
+    );
+    // Every requirement but the watchdog (not verifiable on sim) is verified by some scenario.
+    let unverified: Vec<&str> = results
+        .traceability
+        .iter()
+        .filter(|r| r.scenarios.is_empty())
+        .map(|r| r.requirement.as_str())
+        .collect();
+    assert_eq!(unverified, ["SR-12"]);
+}
+
+/// DESIGN.md's expected ranges for the reference profiles at nominal push. Its estimates leave
+/// out two effects the plant models (the shaft friction of the cortical wall and the faster
+/// feed over the weakening ramp); where that moves a value, the bound is widened here by the
+/// size of that effect, computed in the comment.
+#[test]
+fn reference_profiles_fall_in_design_ranges() {
+    let suite = suite(&["reference"]);
+    let mut rig = SimRig::default();
+    for s in &suite.scenarios {
+        let (_, m, _) = trial(&mut rig, &suite, s, 0);
+        let torque = m.cortex_torque_nmm.expect("cortex torque");
+        let time_in_cortex = m.time_in_cortex_s.expect("time in cortex");
+        let drop = m.torque_drop_pct.expect("torque drop");
+        // DESIGN: 12-38 N*mm; the wall friction adds up to 0.8 N*mm/mm x 4.5 mm = 3.6 N*mm.
+        assert!(
+            (12.0..=38.0 + 3.6).contains(&torque),
+            "{}: cortex torque {torque}",
+            s.id
+        );
+        // DESIGN: 0.45-3.9 s; the ramp more than doubles the feed over up to 1.5 mm, which
+        // halves the time in the thinnest cortices (1.2-1.5 mm).
+        assert!(
+            (0.45 / 2.0..=3.9).contains(&time_in_cortex),
+            "{}: time in cortex {time_in_cortex}",
+            s.id
+        );
+        // DESIGN: 63-78 %; in the osteoporotic tibia the wall friction (1.2 N*mm) is a large
+        // part of the 5.6 N*mm medullary torque, which lowers the drop to about 51 %.
+        let low = if s.id.starts_with("osteoporotic") {
+            48.0
+        } else {
+            63.0
+        };
+        assert!((low..=78.0).contains(&drop), "{}: torque drop {drop}", s.id);
+        println!("{}: cortex torque {torque:.1} N*mm, time in cortex {time_in_cortex:.2} s, drop {drop:.0} %", s.id);
+    }
+}
+
+#[test]
+fn same_seed_gives_identical_results_and_another_seed_does_not() {
+    let suite = suite(&["sensing/osteoporotic-sensor-errors.yaml"]);
+    let reports = tempfile::tempdir().expect("tempdir");
+    let first = run(&suite, &mut SimRig::default(), reports.path(), "a");
+    let second = run(&suite, &mut SimRig::default(), reports.path(), "b");
+    let normalise = |mut r: RunResults| {
+        r.run_id.clear();
+        r.started_utc.clear();
+        r.finished_utc = None;
+        serde_json::to_string(&r).expect("serialise")
+    };
+    assert_eq!(normalise(first.clone()), normalise(second));
+    for t in &first.scenarios[0].trials {
+        let a = std::fs::read(reports.path().join("a").join(&t.trace_file)).expect("trace a");
+        let b = std::fs::read(reports.path().join("b").join(&t.trace_file)).expect("trace b");
+        assert!(
+            a == b,
+            "trace {} differs between identical runs",
+            t.trace_file
+        );
+    }
+    // The noise really is seeded: another seed changes the measured current.
+    let mut other = suite.scenarios[0].clone();
+    other.seed += 1000;
+    let mut rig = SimRig::default();
+    let (a, ..) = trial(&mut rig, &suite, &suite.scenarios[0], 0);
+    let (b, ..) = trial(&mut rig, &suite, &other, 0);
+    assert_ne!(a.samples.measured_current_ma, b.samples.measured_current_ma);
+}
+
+#[test]
+fn halving_the_integration_step_moves_results_less_than_the_resolution() {
+    let suite = suite(&["reference"]);
+    let mut coarse = SimRig::default();
+    let mut fine = SimRig {
+        step_s: coarse.step_s / 2.0,
+        ..SimRig::default()
+    };
+    for s in &suite.scenarios {
+        let (trace_c, c, _) = trial(&mut coarse, &suite, s, 0);
+        let (trace_f, f, _) = trial(&mut fine, &suite, s, 0);
+        let t_bt_c = trace_c.truth.t_bt_s.expect("pop") * 1000.0;
+        let t_bt_f = trace_f.truth.t_bt_s.expect("pop") * 1000.0;
+        let stop_c = t_bt_c + c.time_to_stop_ms.expect("stop");
+        let stop_f = t_bt_f + f.time_to_stop_ms.expect("stop");
+        let over_c = c.overshoot_mm.expect("overshoot");
+        let over_f = f.overshoot_mm.expect("overshoot");
+        println!(
+            "{}: t_bt {t_bt_c:.4}/{t_bt_f:.4} ms, stop {stop_c:.4}/{stop_f:.4} ms, overshoot {over_c:.5}/{over_f:.5} mm",
+            s.id
+        );
+        assert!(
+            (t_bt_c - t_bt_f).abs() < 0.1,
+            "{}: t_bt moved {} ms",
+            s.id,
+            t_bt_c - t_bt_f
+        );
+        assert!(
+            (stop_c - stop_f).abs() < 0.1,
+            "{}: stop moved {} ms",
+            s.id,
+            stop_c - stop_f
+        );
+        assert!(
+            (over_c - over_f).abs() < 0.01,
+            "{}: overshoot moved {} mm",
+            s.id,
+            over_c - over_f
+        );
+    }
+}
+
+#[test]
+fn detection_disabled_fails_latency_overshoot_and_far_cortex() {
+    let suite = suite(&["reference/adult-proximal-tibia.yaml"]);
+    let mut rig = SimRig::with_config(Config {
+        detection_enabled: false,
+        missed_pop_ms: 0,
+        ..Config::DEFAULT
+    });
+    let (trace, m, verdicts) = trial(&mut rig, &suite, &suite.scenarios[0], 0);
+    assert!(!trace.firmware.shipped_config);
+    assert!(m.far_cortex_contact_rotating);
+    let sr01 = verdict_of(&verdicts, "SR-01");
+    assert_eq!(sr01.verdict, Verdict::Fail, "{}", sr01.detail);
+    // The far cortex stalls the needle eventually; no stop may come within 20 ms of the pop.
+    assert!(
+        sr01.measured.is_none_or(|latency| latency > 20.0),
+        "{}",
+        sr01.detail
+    );
+    let sr03 = verdict_of(&verdicts, "SR-03");
+    assert_eq!(sr03.verdict, Verdict::Fail, "{}", sr03.detail);
+    let sr04 = verdict_of(&verdicts, "SR-04");
+    assert_eq!(sr04.verdict, Verdict::Fail, "{}", sr04.detail);
+    assert!(sr04.detail.contains("far cortex"), "{}", sr04.detail);
+    // The premature-stop check is unaffected: the firmware did not stop early.
+    assert_eq!(verdict_of(&verdicts, "SR-05").verdict, Verdict::Pass);
+}
+
+#[test]
+fn a_threshold_set_far_off_detects_late_and_fails_on_latency() {
+    let suite = suite(&["reference/adult-proximal-tibia.yaml"]);
+    // A 95 % drop is never reached at the pop; only the missed-pop fallback stops the motor.
+    let mut rig = SimRig::with_config(Config {
+        drop_percent: 95,
+        ..Config::DEFAULT
+    });
+    let (_, m, verdicts) = trial(&mut rig, &suite, &suite.scenarios[0], 0);
+    let sr01 = verdict_of(&verdicts, "SR-01");
+    assert_eq!(sr01.verdict, Verdict::Fail, "{}", sr01.detail);
+    assert!(
+        m.stop_reason.as_deref() != Some("breakthrough"),
+        "{:?}",
+        m.stop_reason
+    );
+    let sr03 = verdict_of(&verdicts, "SR-03");
+    assert_eq!(sr03.verdict, Verdict::Fail, "{}", sr03.detail);
+}
+
+#[test]
+fn an_over_eager_detector_stops_prematurely_and_fails_sr05() {
+    let suite = suite(&["operator/osteoporotic-tibia-oscillation.yaml"]);
+    let mut rig = SimRig::with_config(Config {
+        drop_percent: 4,
+        min_drop_ma: 5,
+        confirm_ticks: 1,
+        ..Config::DEFAULT
+    });
+    let reports = tempfile::tempdir().expect("tempdir");
+    let results = run(&suite, &mut rig, reports.path(), "eager");
+    let s = &results.scenarios[0];
+    let sr05 = s
+        .verdicts
+        .iter()
+        .find(|v| v.requirement == "SR-05")
+        .expect("SR-05");
+    assert_eq!(sr05.verdict, Verdict::Fail, "{}", sr05.detail);
+    assert!(
+        sr05.measured.is_some_and(|fraction| fraction > 0.02),
+        "{}",
+        sr05.detail
+    );
+    assert!(s.trials.iter().any(|t| t.measurements.premature_stop));
+    assert_eq!(results.summary.exit_code, 1);
+}
+
+#[test]
+fn protections_fail_when_disabled() {
+    let suite = suite(&["protections"]);
+    // Over-time limit beyond the requirement: the run goes past 10 s.
+    let mut rig = SimRig::with_config(Config {
+        max_run_ms: 11_500,
+        ..Config::DEFAULT
+    });
+    let (_, _, verdicts) = trial(
+        &mut rig,
+        &suite,
+        scenario(&suite, "endless-cortex-over-time"),
+        0,
+    );
+    let sr08 = verdict_of(&verdicts, "SR-08");
+    assert_eq!(sr08.verdict, Verdict::Fail, "{}", sr08.detail);
+    // Stall confirmation far too slow: the stall fault comes after 300 ms.
+    let mut rig = SimRig::with_config(Config {
+        stall_confirm_ms: 500,
+        ..Config::DEFAULT
+    });
+    let (_, _, verdicts) = trial(&mut rig, &suite, scenario(&suite, "stall-locked-rotor"), 0);
+    let sr07 = verdict_of(&verdicts, "SR-07");
+    assert_eq!(sr07.verdict, Verdict::Fail, "{}", sr07.detail);
+    // A low-battery threshold below the requirement lets the drill start.
+    let mut rig = SimRig::with_config(Config {
+        min_loaded_mv: 4000,
+        ..Config::DEFAULT
+    });
+    let (_, _, verdicts) = trial(&mut rig, &suite, scenario(&suite, "low-battery-start"), 0);
+    let sr11 = verdict_of(&verdicts, "SR-11");
+    assert_eq!(sr11.verdict, Verdict::Fail, "{}", sr11.detail);
+    // No fallback and no detector on a gradual breakthrough: the far cortex is reached.
+    let mut rig = SimRig::with_config(Config {
+        detection_enabled: false,
+        missed_pop_ms: 0,
+        ..Config::DEFAULT
+    });
+    let (_, _, verdicts) = trial(
+        &mut rig,
+        &suite,
+        scenario(&suite, "missed-pop-gradual-breakthrough"),
+        0,
+    );
+    assert_eq!(verdict_of(&verdicts, "SR-10").verdict, Verdict::Fail);
+    assert_eq!(verdict_of(&verdicts, "SR-04").verdict, Verdict::Fail);
+}
+
+/// A rig that fails on a chosen trial, to check that evidence already recorded survives.
+struct FaultyRig {
+    inner: SimRig,
+    fail_on_call: usize,
+    calls: usize,
+}
+
+impl Rig for FaultyRig {
+    fn identity(&self) -> RigIdentity {
+        self.inner.identity()
+    }
+
+    fn run_trial(&mut self, scenario: &Scenario, trial: u32) -> Result<Trace, RigError> {
+        self.calls += 1;
+        if self.calls == self.fail_on_call {
+            return Err(RigError {
+                rig: "sim".to_owned(),
+                scenario: scenario.id.clone(),
+                trial,
+                message: "load controller link lost".to_owned(),
+            });
+        }
+        self.inner.run_trial(scenario, trial)
+    }
+}
+
+#[test]
+fn a_rig_fault_makes_the_trial_inconclusive_and_keeps_earlier_evidence() {
+    let suite = suite(&[
+        "reference/adult-proximal-tibia.yaml",
+        "reference/osteoporotic-tibia.yaml",
+    ]);
+    let reports = tempfile::tempdir().expect("tempdir");
+    let mut rig = FaultyRig {
+        inner: SimRig::default(),
+        fail_on_call: 2,
+        calls: 0,
+    };
+    let results = run(&suite, &mut rig, reports.path(), "faulty");
+    let first = &results.scenarios[0];
+    assert_eq!(first.verdict, Some(Verdict::Pass));
+    let second = &results.scenarios[1];
+    assert_eq!(second.verdict, Some(Verdict::Inconclusive));
+    assert!(second
+        .verdicts
+        .iter()
+        .all(|v| v.detail.contains("load controller link lost")));
+    assert_eq!(results.summary.exit_code, 3);
+    let trace = reports
+        .path()
+        .join("faulty")
+        .join(&first.trials[0].trace_file);
+    assert!(trace.exists());
+}
+
+#[test]
+fn results_are_on_disk_after_every_trial() {
+    let suite = suite(&["operator/dense-young-tibia-oscillation.yaml"]);
+    let reports = tempfile::tempdir().expect("tempdir");
+    let results_path = reports.path().join("progressive").join("results.json");
+    let mut seen = Vec::new();
+    let options = RunOptions {
+        reports_dir: reports.path().to_owned(),
+        run_id: Some("progressive".to_owned()),
+    };
+    run_suite(&suite, &mut SimRig::default(), &options, |_, trial| {
+        // Called after the trial is evaluated; its predecessors are already on disk.
+        let on_disk = RunResults::read(&results_path).expect("results.json readable mid-run");
+        assert!(!on_disk.complete);
+        let recorded = on_disk.scenarios.first().map_or(0, |s| s.trials.len());
+        seen.push((trial.trial, recorded));
+    })
+    .expect("run");
+    for (trial, recorded) in seen {
+        assert_eq!(
+            recorded as u32, trial,
+            "trials on disk when trial {trial} finished"
+        );
+    }
+    assert!(RunResults::read(&results_path).expect("final").complete);
+}

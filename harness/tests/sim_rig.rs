@@ -425,3 +425,30 @@ fn results_are_on_disk_after_every_trial() {
     }
     assert!(RunResults::read(&results_path).expect("final").complete);
 }
+
+/// One test per shipped scenario file: it loads, runs on the sim rig, and every verdict passes.
+#[rstest::rstest]
+fn each_shipped_scenario_passes(
+    #[files("../scenarios/**/*.yaml")]
+    #[exclude("requirements.yaml|profiles.yaml")]
+    path: PathBuf,
+) {
+    let suite = match load_suite(&[path.clone()]) {
+        Ok(suite) => suite,
+        Err(error) => panic!("{}: {error}", path.display()),
+    };
+    let reports = tempfile::tempdir().expect("tempdir");
+    let results = run(&suite, &mut SimRig::default(), reports.path(), "file");
+    for s in &results.scenarios {
+        for v in &s.verdicts {
+            assert_eq!(
+                v.verdict,
+                Verdict::Pass,
+                "{} {}: {}",
+                s.id,
+                v.requirement,
+                v.detail
+            );
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The `iohil` binary as a user runs it: exit codes, output, evidence on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn iohil(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iohil"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("iohil runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A scratch suite: the shipped requirements and profiles, plus the given scenario files.
+fn scratch_suite(requirements: &str, scenarios: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("requirements.yaml"), requirements).expect("write");
+    std::fs::copy(
+        repo().join("scenarios/profiles.yaml"),
+        dir.path().join("profiles.yaml"),
+    )
+    .expect("copy");
+    for (name, body) in scenarios {
+        std::fs::write(dir.path().join(name), body).expect("write");
+    }
+    dir
+}
+
+fn shipped_requirements() -> String {
+    std::fs::read_to_string(repo().join("scenarios/requirements.yaml")).expect("requirements")
+}
+
+const ADULT: &str = "format_version: 1
+id: adult
+title: Adult tibia
+verifies: [SR-01, SR-03]
+bone: { profile: adult-proximal-tibia }
+";
+
+#[test]
+fn run_prints_tables_and_writes_evidence_with_exit_0() {
+    let reports = tempfile::tempdir().expect("tempdir");
+    let out = iohil(
+        &[
+            "run",
+            "scenarios/reference/adult-proximal-tibia.yaml",
+            "scenarios/protections/stall-locked-rotor.yaml",
+            "--reports",
+            reports.path().to_str().expect("utf-8 path"),
+            "--run-id",
+            "cli",
+        ],
+        &repo(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("adult-proximal-tibia-nominal"), "{stdout}");
+    assert!(stdout.contains("detection latency"), "{stdout}");
+    assert!(stdout.contains("SR-01  PASS"), "{stdout}");
+    assert!(stdout.contains("SR-07  PASS"), "{stdout}");
+    assert!(stdout.contains("overall: PASS"), "{stdout}");
+    let run_dir = reports.path().join("cli");
+    assert!(run_dir.join("results.json").is_file());
+    assert!(run_dir
+        .join("traces/adult-proximal-tibia-nominal/trial-0000.json")
+        .is_file());
+    let latest = std::fs::read_link(reports.path().join("latest")).expect("latest link");
+    assert_eq!(latest, Path::new("cli"));
+}
+
+#[test]
+fn a_fail_verdict_gives_exit_1() {
+    // The shipped firmware detects the adult pop in about 10 ms: a 5 ms limit must fail.
+    let requirements = shipped_requirements().replace(
+        "max_latency_ms: { value: 20, unit: ms }",
+        "max_latency_ms: { value: 5, unit: ms }",
+    );
+    let suite = scratch_suite(&requirements, &[("adult.yaml", ADULT)]);
+    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("SR-01  FAIL"), "{stdout}");
+    assert!(stdout.contains("> 5 ms"), "{stdout}");
+    assert!(stdout.contains("overall: FAIL"), "{stdout}");
+}
+
+#[test]
+fn an_inconclusive_verdict_without_fail_gives_exit_3() {
+    // SR-09 needs a trigger release; this scenario never releases.
+    let scenario = ADULT.replace("verifies: [SR-01, SR-03]", "verifies: [SR-01, SR-09]");
+    let suite = scratch_suite(&shipped_requirements(), &[("adult.yaml", &scenario)]);
+    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("SR-09  INCONCLUSIVE"), "{stdout}");
+    assert!(stdout.contains("never released"), "{stdout}");
+}
+
+#[test]
+fn bad_input_gives_exit_2_with_location_and_runs_nothing() {
+    let bad = ADULT.replace("bone:", "operator: { pushn: 35 }\nbone:");
+    let suite = scratch_suite(&shipped_requirements(), &[("bad.yaml", &bad)]);
+    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("unknown field `pushn`"), "{stderr}");
+    assert!(stderr.contains("did you mean `push_n`?"), "{stderr}");
+    assert!(stderr.contains("nothing was run"), "{stderr}");
+    assert!(
+        !suite.path().join("reports").exists(),
+        "no evidence directory for a run that did not start"
+    );
+
+    let out = iohil(&["check", "."], suite.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn usage_errors_give_exit_2() {
+    let out = iohil(&["run", "--rig", "warp"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("warp"));
+    let out = iohil(&["frobnicate"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    let out = iohil(&["run", "no/such/dir"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no/such/dir"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_suite() {
+    let out = iohil(&["check", "scenarios"], &repo());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("scenarios valid"));
+}
+
+#[test]
+fn schema_is_json_schema_of_the_scenario_format() {
+    let out = iohil(&["schema"], &repo());
+    assert_eq!(out.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    assert!(schema["properties"]["operator"].is_object(), "{schema}");
+    assert!(schema["required"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|v| v == "verifies")));
+}

@@ -433,7 +433,7 @@ fn each_shipped_scenario_passes(
     #[exclude("requirements.yaml|profiles.yaml")]
     path: PathBuf,
 ) {
-    let suite = match load_suite(&[path.clone()]) {
+    let suite = match load_suite(std::slice::from_ref(&path)) {
         Ok(suite) => suite,
         Err(error) => panic!("{}: {error}", path.display()),
     };

@@ -12,3 +12,13 @@ pub mod run;
 pub mod scenario;
 pub mod trace;
 pub mod verdict;
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of bytes, lowercase hex: the hash every evidence file and input is named by.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::rig::{trial_seed, Rig, RigIdentity};
 use crate::scenario::load::Suite;
@@ -95,7 +94,7 @@ pub struct ScenarioResult {
     pub id: String,
     /// Title.
     pub title: String,
-    /// Source file and hash.
+    /// Source file (relative to the suite root) and hash.
     pub source: Source,
     /// Bone profile name, if from a profile.
     pub profile: Option<String>,
@@ -166,7 +165,9 @@ pub struct RunResults {
     pub host: String,
     /// Rig.
     pub rig: RigIdentity,
-    /// Requirements file and hash.
+    /// The suite root directory, as given on the command line.
+    pub suite_root: PathBuf,
+    /// Requirements file (relative to the suite root) and hash.
     pub requirements_file: Source,
     /// Acceptance criteria, stated before any trial ran.
     pub acceptance: Vec<AcceptanceCriterion>,
@@ -246,14 +247,6 @@ pub fn new_run_id() -> String {
     format!("{compact}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
 }
 
-/// SHA-256 of bytes, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
 /// synced, then renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
@@ -314,7 +307,8 @@ pub fn run_suite(
         harness: HarnessIdentity::current(),
         host: host_name(),
         rig: rig.identity(),
-        requirements_file: requirements.source.clone(),
+        suite_root: suite.root.clone(),
+        requirements_file: relative_to(&requirements.source, &suite.root),
         acceptance: requirements
             .requirements
             .iter()
@@ -343,7 +337,7 @@ pub fn run_suite(
         let mut scenario_result = ScenarioResult {
             id: scenario.id.clone(),
             title: scenario.title.clone(),
-            source: scenario.source.clone(),
+            source: relative_to(&scenario.source, &suite.root),
             profile: scenario.bone.profile.clone(),
             population: scenario.bone.population,
             verifies: scenario.verifies.clone(),
@@ -374,7 +368,7 @@ pub fn run_suite(
                         trial,
                         seed: trace.seed,
                         trace_file: trace_rel,
-                        trace_sha256: sha256_hex(&bytes),
+                        trace_sha256: crate::sha256_hex(&bytes),
                         measurements,
                         verdicts,
                         anomalies: trace.anomalies.clone(),
@@ -416,6 +410,19 @@ pub fn run_suite(
         Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     write_results(&results_path, &mut results, requirements)?;
     Ok((run_dir, results))
+}
+
+/// `source` with its path relative to the suite root, so that results do not depend on the
+/// directory the run was started from.
+fn relative_to(source: &Source, root: &Path) -> Source {
+    let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let path = absolute(&source.path);
+    Source {
+        path: path
+            .strip_prefix(absolute(root))
+            .map_or_else(|_| source.path.clone(), Path::to_path_buf),
+        sha256: source.sha256.clone(),
+    }
 }
 
 fn upsert(scenarios: &mut Vec<ScenarioResult>, result: &ScenarioResult) {

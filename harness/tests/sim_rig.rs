@@ -92,7 +92,7 @@ fn shipped_suite_passes_on_the_sim_rig_and_writes_evidence() {
     for s in &results.scenarios {
         for t in &s.trials {
             let bytes = std::fs::read(run_dir.join(&t.trace_file)).expect("trace file");
-            assert_eq!(iohil::run::sha256_hex(&bytes), t.trace_sha256);
+            assert_eq!(iohil::sha256_hex(&bytes), t.trace_sha256);
         }
     }
     let on_disk = RunResults::read(&run_dir.join("results.json")).expect("results.json");

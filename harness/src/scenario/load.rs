@@ -26,7 +26,6 @@ use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::granit_parser::{Event, Marker, Parser as YamlParser};
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
-use sha2::{Digest, Sha256};
 
 use super::model::{BoneSpec, LayerSpec, Population, RampTarget, ScenarioFile};
 use super::{
@@ -855,7 +854,7 @@ pub fn load_scenario_str(
     requirements: &Requirements,
     profiles: &Profiles,
 ) -> Result<Scenario, LoadError> {
-    let doc = Doc::new(path, Arc::from(text), sha256_hex(text.as_bytes()));
+    let doc = Doc::new(path, Arc::from(text), crate::sha256_hex(text.as_bytes()));
     let mut sink = Vec::new();
     let (_, scenario) = check_scenario(&doc, requirements, profiles, &mut sink);
     match scenario {
@@ -942,7 +941,7 @@ fn read_doc(path: &Path) -> Result<Doc, Box<ProblemDiagnostic>> {
         };
         Box::new(file_problem(path, message, None))
     })?;
-    let sha = sha256_hex(&bytes);
+    let sha = crate::sha256_hex(&bytes);
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Doc::new(path, Arc::from(text), sha)),
         Err(e) => {
@@ -960,13 +959,6 @@ fn read_doc(path: &Path) -> Result<Doc, Box<ProblemDiagnostic>> {
             )))
         }
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,10 +6,12 @@
 //! [`trace`] -> [`verdict`] (measurements and per-requirement verdicts) -> [`run`] (evidence on
 //! disk, console tables).
 
+pub mod baseline;
 pub mod plant;
 pub mod rig;
 pub mod run;
 pub mod scenario;
+pub mod snapshot;
 pub mod trace;
 pub mod verdict;
 

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use iohil::baseline::{compare, load_baseline, load_tolerances, Acceptance, Baseline, Tolerances};
 use iohil::rig::{SimRig, RIG_KINDS};
-use iohil::run::{run_suite, scenario_table, summary_text, RunOptions, EXIT_USAGE};
+use iohil::run::{
+    record_comparison, run_suite, scenario_table, summary_text, RunOptions, EXIT_USAGE,
+};
 use iohil::scenario::load::{load_suite, scenario_schema_json};
 
 /// Hardware-in-the-loop verification harness for powered intraosseous needle driver firmware.
@@ -41,7 +44,20 @@ enum Command {
         /// Do not show a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Compare with a baseline: a baseline file, a results.json or a run directory.
+        /// A regression beyond tolerance makes the exit code 1.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Tolerance file for --baseline (default: tolerances.yaml at the suite root).
+        #[arg(long, requires = "baseline")]
+        tolerances: Option<PathBuf>,
+        /// Report baseline regressions without changing the exit code.
+        #[arg(long, requires = "baseline")]
+        informational: bool,
     },
+    /// Manage baselines.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Validate scenario files without running them (exit 0 valid, 2 invalid).
     Check {
         /// Scenario files or directories.
@@ -50,6 +66,24 @@ enum Command {
     },
     /// Print the JSON Schema of the scenario file format (for editors).
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselineCommand {
+    /// Promote a complete run to the baseline, recording who accepted it, when and why.
+    Accept {
+        /// Run directory (or its results.json).
+        run: PathBuf,
+        /// Why this run becomes the baseline (kept in the baseline file).
+        #[arg(long)]
+        reason: String,
+        /// Who accepts it (default: $USER, else git's user.name).
+        #[arg(long)]
+        by: Option<String>,
+        /// Baseline file to write (default: scenarios/baselines/<rig>.json).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,7 +95,23 @@ fn main() -> ExitCode {
             reports,
             run_id,
             no_progress,
-        } => run(paths, &rig, reports, run_id, no_progress),
+            baseline,
+            tolerances,
+            informational,
+        } => {
+            let baseline = baseline.map(|path| BaselineOptions {
+                path,
+                tolerances,
+                informational,
+            });
+            run(paths, &rig, reports, run_id, no_progress, baseline)
+        }
+        Command::Baseline(BaselineCommand::Accept {
+            run,
+            reason,
+            by,
+            output,
+        }) => accept(&run, reason, by, output),
         Command::Check { paths } => check(paths),
         Command::Schema => {
             println!("{}", scenario_schema_json());
@@ -69,6 +119,18 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}
+
+fn prepare_baseline(
+    options: BaselineOptions,
+    suite_root: &std::path::Path,
+) -> Result<(Baseline, PathBuf, Tolerances, bool), iohil::baseline::BaselineError> {
+    let baseline = load_baseline(&options.path)?;
+    let tolerances_path = options
+        .tolerances
+        .unwrap_or_else(|| suite_root.join(iohil::scenario::TOLERANCES_FILE));
+    let tolerances = load_tolerances(&tolerances_path)?;
+    Ok((baseline, options.path, tolerances, options.informational))
 }
 
 fn report_diagnostic(error: &dyn miette::Diagnostic) {
@@ -103,17 +165,87 @@ fn check(paths: Vec<PathBuf>) -> i32 {
     }
 }
 
+struct BaselineOptions {
+    path: PathBuf,
+    tolerances: Option<PathBuf>,
+    informational: bool,
+}
+
+fn accept(
+    run: &std::path::Path,
+    reason: String,
+    by: Option<String>,
+    output: Option<PathBuf>,
+) -> i32 {
+    if reason.trim().is_empty() {
+        eprintln!("error: --reason must say why this run becomes the baseline");
+        return EXIT_USAGE;
+    }
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(git_user_name)
+        .unwrap_or_else(|| "unknown".to_owned());
+    let rig = load_baseline(run).map(|b| b.rig.kind);
+    let output = output.unwrap_or_else(|| {
+        PathBuf::from("scenarios/baselines")
+            .join(format!("{}.json", rig.as_deref().unwrap_or("sim")))
+    });
+    let acceptance = Acceptance {
+        by,
+        utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        reason,
+    };
+    match iohil::baseline::accept(run, &output, acceptance) {
+        Ok(baseline) => {
+            println!(
+                "run {} ({} scenarios) is now the baseline in {}",
+                baseline.run_id,
+                baseline.scenarios.len(),
+                output.display()
+            );
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `git config user.name`, if git knows one.
+fn git_user_name() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["config", "user.name"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !name.is_empty()).then_some(name)
+}
+
 fn run(
     paths: Vec<PathBuf>,
     rig_kind: &str,
     reports: PathBuf,
     run_id: Option<String>,
     no_progress: bool,
+    baseline: Option<BaselineOptions>,
 ) -> i32 {
     let suite = match load_suite(&paths) {
         Ok(suite) => suite,
         Err(error) => {
             report_diagnostic(&error);
+            eprintln!("nothing was run");
+            return EXIT_USAGE;
+        }
+    };
+    // The baseline and its tolerances are checked before anything runs.
+    let baseline = match baseline
+        .map(|b| prepare_baseline(b, &suite.root))
+        .transpose()
+    {
+        Ok(baseline) => baseline,
+        Err(error) => {
+            eprintln!("error: {error}");
             eprintln!("nothing was run");
             return EXIT_USAGE;
         }
@@ -156,7 +288,17 @@ fn run(
     });
     progress.finish_and_clear();
     match outcome {
-        Ok((run_dir, results)) => {
+        Ok((run_dir, mut results)) => {
+            if let Some((baseline, path, tolerances, informational)) = baseline {
+                let comparison = compare(&results, &baseline, &path, &tolerances, informational);
+                print!("{}", comparison.text());
+                if let Err(error) =
+                    record_comparison(&run_dir, &mut results, &suite.requirements, comparison)
+                {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            }
             print!("{}", summary_text(&results, &run_dir));
             results.summary.exit_code
         }

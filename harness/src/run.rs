@@ -177,6 +177,9 @@ pub struct RunResults {
     pub traceability: Vec<TraceabilityRow>,
     /// Counts and exit code.
     pub summary: Summary,
+    /// Comparison with a baseline, when the run was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_comparison: Option<crate::baseline::Comparison>,
 }
 
 impl RunResults {
@@ -328,6 +331,7 @@ pub fn run_suite(
         scenarios: Vec::new(),
         traceability: Vec::new(),
         summary: Summary::default(),
+        baseline_comparison: None,
     };
     // The acceptance criteria are on disk before the first trial runs.
     write_results(&results_path, &mut results, requirements)?;
@@ -425,6 +429,18 @@ fn relative_to(source: &Source, root: &Path) -> Source {
     }
 }
 
+/// Records a baseline comparison in the run's `results.json` (rewritten atomically) and folds
+/// it into the exit code.
+pub fn record_comparison(
+    run_dir: &Path,
+    results: &mut RunResults,
+    requirements: &crate::scenario::Requirements,
+    comparison: crate::baseline::Comparison,
+) -> Result<(), RunError> {
+    results.baseline_comparison = Some(comparison);
+    write_results(&run_dir.join("results.json"), results, requirements)
+}
+
 fn upsert(scenarios: &mut Vec<ScenarioResult>, result: &ScenarioResult) {
     match scenarios.iter_mut().find(|s| s.id == result.id) {
         Some(existing) => *existing = result.clone(),
@@ -501,6 +517,9 @@ fn write_results(
     }
     summary.verdict = results.scenarios.iter().filter_map(|s| s.verdict).max();
     summary.exit_code = exit_code(summary.verdict);
+    if let Some(comparison) = &results.baseline_comparison {
+        summary.exit_code = comparison.exit_code(summary.exit_code);
+    }
     results.summary = summary;
     let mut bytes = serde_json::to_vec_pretty(results).map_err(|e| RunError::Format {
         path: path.to_owned(),

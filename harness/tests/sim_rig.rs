@@ -430,7 +430,7 @@ fn results_are_on_disk_after_every_trial() {
 #[rstest::rstest]
 fn each_shipped_scenario_passes(
     #[files("../scenarios/**/*.yaml")]
-    #[exclude("requirements.yaml|profiles.yaml")]
+    #[exclude("requirements.yaml|profiles.yaml|tolerances.yaml")]
     path: PathBuf,
 ) {
     let suite = match load_suite(std::slice::from_ref(&path)) {

@@ -30,7 +30,7 @@ use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 use super::model::{BoneSpec, LayerSpec, Population, RampTarget, ScenarioFile};
 use super::{
     Battery, Bone, Hazard, Layer, Limit, Operator, Oscillation, PushStep, Ramp, Requirement,
-    Requirements, Scenario, Sensor, Source, PROFILES_FILE, REQUIREMENTS_FILE,
+    Requirements, Scenario, Sensor, Source, PROFILES_FILE, REQUIREMENTS_FILE, TOLERANCES_FILE,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -722,7 +722,7 @@ pub fn load_suite(paths: &[PathBuf]) -> Result<Suite, LoadError> {
                     path,
                     "no scenario files (*.yaml, *.yml) in this directory".into(),
                     Some(format!(
-                        "scenario files are searched recursively; `{REQUIREMENTS_FILE}` and `{PROFILES_FILE}` are not scenarios"
+                        "scenario files are searched recursively; `{REQUIREMENTS_FILE}`, `{PROFILES_FILE}` and `{TOLERANCES_FILE}` are not scenarios"
                     )),
                 ));
             }
@@ -916,7 +916,10 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), (PathBuf, st
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-        if yaml && name != REQUIREMENTS_FILE && name != PROFILES_FILE && path.is_file() {
+        if yaml
+            && ![REQUIREMENTS_FILE, PROFILES_FILE, TOLERANCES_FILE].contains(&name.as_ref())
+            && path.is_file()
+        {
             files.push(path);
         }
     }

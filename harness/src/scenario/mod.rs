@@ -18,6 +18,8 @@ pub use model::Population;
 pub const REQUIREMENTS_FILE: &str = "requirements.yaml";
 /// File name of the bone profile library at the root of a scenario suite.
 pub const PROFILES_FILE: &str = "profiles.yaml";
+/// File name of the baseline comparison tolerances at the root of a scenario suite.
+pub const TOLERANCES_FILE: &str = "tolerances.yaml";
 
 /// Mechanical parameters of one bone layer, resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

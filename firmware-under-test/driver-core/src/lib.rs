@@ -75,8 +75,12 @@ pub const BATTERY_WINDOW_START_MS: u32 = 30;
 pub const MIN_LOADED_MV: i32 = 4850;
 /// Below this loaded voltage a low-battery warning is raised, mV.
 pub const WARN_LOADED_MV: i32 = 5200;
-/// Load current above baseline that counts as cortical engagement, mA.
-pub const ENGAGE_MA: i32 = 100;
+/// Load current above baseline that counts as cortical engagement, mA. The baseline follows
+/// the slow filter until then, and the fast filter leads it by at most about half of a
+/// current step, so this must stay below half of the weakest cortex's step (about 180 mA in
+/// the weakest bones the fuzzer explores); soft tissue adds under 40 mA over 25 mm.
+pub const ENGAGE_MA: i32 = 60;
+
 /// Consecutive ticks above [`ENGAGE_MA`] needed to arm the detector.
 pub const ENGAGE_TICKS: u16 = 10;
 /// Largest plausible free-running baseline, mA (no-load current is about 150 mA).
@@ -526,8 +530,7 @@ impl Controller {
                     }
                 } else {
                     self.engage_count = 0;
-                    // Follow slow changes of the free-running current (soft tissue friction).
-                    self.baseline_ma = slow.clamp(0, MAX_BASELINE_MA);
+                    self.track_baseline(slow);
                 }
             }
             State::Cortex => {
@@ -545,6 +548,13 @@ impl Controller {
             }
             _ => {}
         }
+    }
+
+    /// Follows the free-running current in soft tissue (soft-tissue friction grows with depth).
+    /// It stops following as soon as the load current is [`ENGAGE_MA`] above it, which a
+    /// cortical contact reaches within a few ms; the slow filter lags that rise by tens of ms.
+    fn track_baseline(&mut self, slow: i32) {
+        self.baseline_ma = slow.clamp(0, MAX_BASELINE_MA);
     }
 
     fn pop_detected(&mut self, fast: i32) -> bool {

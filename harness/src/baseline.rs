@@ -256,6 +256,7 @@ const STATISTICS_PROBE: Statistics = Statistics {
     max: 0.0,
     p95: 0.0,
     p99: 0.0,
+    p99_ucb95: None,
 };
 
 fn statistic(stats: &Statistics, name: &str) -> Option<f64> {

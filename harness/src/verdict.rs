@@ -846,6 +846,10 @@ pub struct Statistics {
     pub p95: f64,
     /// 99th percentile, nearest rank (equals the maximum while n < 100).
     pub p99: f64,
+    /// One-sided 95 % upper confidence bound on the 99th percentile; see
+    /// [`p99_upper_bound_95`]. `None` for n < 5.
+    #[serde(default)]
+    pub p99_ucb95: Option<f64>,
 }
 
 impl Statistics {
@@ -872,8 +876,39 @@ impl Statistics {
             max: sorted[n - 1],
             p95: rank(0.95),
             p99: rank(0.99),
+            p99_ucb95: p99_upper_bound_95(n, mean, sd, sorted[n - 1]),
         })
     }
+}
+
+/// Smallest n for a normal-theory bound.
+pub const MIN_N_FOR_BOUND: usize = 5;
+/// Smallest n for which the sample maximum is a distribution-free 95 % upper confidence bound
+/// on the 99th percentile (1 - 0.99^n >= 0.95).
+pub const MIN_N_DISTRIBUTION_FREE: usize = 299;
+
+/// One-sided 95 % upper confidence bound on the 99th percentile of a measured value.
+///
+/// Method: from n >= 299 trials the sample maximum is used, which bounds the P99 with 95 %
+/// confidence whatever the distribution. Below that, the normal-theory one-sided tolerance
+/// bound `mean + k * sd` is used, with k(n, p = 0.99, confidence 0.95) from the Natrella
+/// approximation `k = (z_p + sqrt(z_p^2 - a b)) / a`, `a = 1 - z_g^2 / (2 (n - 1))`,
+/// `b = z_p^2 - z_g^2 / n` (z_p = 2.3263, z_g = 1.6449); it assumes the trials are normally
+/// distributed and is never taken below the sample maximum. None below n = 5.
+pub fn p99_upper_bound_95(n: usize, mean: f64, sd: f64, max: f64) -> Option<f64> {
+    if n >= MIN_N_DISTRIBUTION_FREE {
+        return Some(max);
+    }
+    if n < MIN_N_FOR_BOUND {
+        return None;
+    }
+    const Z_P: f64 = 2.326_347_874;
+    const Z_G: f64 = 1.644_853_627;
+    let n = n as f64;
+    let a = 1.0 - Z_G * Z_G / (2.0 * (n - 1.0));
+    let b = Z_P * Z_P - Z_G * Z_G / n;
+    let k = (Z_P + (Z_P * Z_P - a * b).max(0.0).sqrt()) / a;
+    Some((mean + k * sd).max(max))
 }
 
 /// Combines per-trial verdicts of one requirement into the scenario's verdict, applying the
@@ -965,12 +1000,27 @@ pub fn aggregate(
         "SR-01" => {
             let mut result = worst_case(req_id, trials, worst, stats.as_ref(), &summary);
             if let (Some(stats), Ok(p99_limit)) = (stats.as_ref(), limit(req, "p99_latency_ms")) {
-                if stats.p99 > p99_limit && result.verdict == Verdict::Pass {
+                // With 5 or more trials the P99 is held to its 95 % upper confidence bound;
+                // with fewer, no bound exists and the nearest-rank P99 (the maximum) is used.
+                let (p99, method) = match stats.p99_ucb95 {
+                    Some(bound) => (
+                        bound,
+                        format!("95 % upper confidence bound over n = {}", stats.n),
+                    ),
+                    None => (
+                        stats.p99,
+                        format!(
+                            "nearest rank over n = {}, too few trials for a confidence bound",
+                            stats.n
+                        ),
+                    ),
+                };
+                if p99 > p99_limit && result.verdict == Verdict::Pass {
                     result.verdict = Verdict::Fail;
                 }
                 result.detail = format!(
-                    "{}; P99 {:.3} ms (limit {p99_limit} ms, nearest rank over n = {})",
-                    result.detail, stats.p99, stats.n
+                    "{}; P99 {p99:.3} ms (limit {p99_limit} ms, {method})",
+                    result.detail
                 );
             }
             result
@@ -1013,5 +1063,24 @@ fn worst_case(
             limit: None,
             detail: "no trials".to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_bound_matches_the_tolerance_factor_tables() {
+        // Tabulated one-sided normal tolerance factors k(n, 0.99, 0.95): n = 20: 3.295,
+        // n = 100: 2.684. The Natrella approximation is within 1 % of both.
+        let k20 = p99_upper_bound_95(20, 0.0, 1.0, 0.0).expect("bound");
+        assert!((k20 - 3.295).abs() / 3.295 < 0.01, "{k20}");
+        let k100 = p99_upper_bound_95(100, 0.0, 1.0, 0.0).expect("bound");
+        assert!((k100 - 2.684).abs() / 2.684 < 0.01, "{k100}");
+        // Never below the largest observation; distribution-free from 299 trials; none below 5.
+        assert_eq!(p99_upper_bound_95(20, 10.0, 0.1, 12.0), Some(12.0));
+        assert_eq!(p99_upper_bound_95(299, 10.0, 5.0, 11.0), Some(11.0));
+        assert_eq!(p99_upper_bound_95(4, 10.0, 1.0, 11.0), None);
     }
 }

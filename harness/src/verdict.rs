@@ -1000,28 +1000,26 @@ pub fn aggregate(
         "SR-01" => {
             let mut result = worst_case(req_id, trials, worst, stats.as_ref(), &summary);
             if let (Some(stats), Ok(p99_limit)) = (stats.as_ref(), limit(req, "p99_latency_ms")) {
-                // With 5 or more trials the P99 is held to its 95 % upper confidence bound;
-                // with fewer, no bound exists and the nearest-rank P99 (the maximum) is used.
-                let (p99, method) = match stats.p99_ucb95 {
-                    Some(bound) => (
-                        bound,
-                        format!("95 % upper confidence bound over n = {}", stats.n),
-                    ),
-                    None => (
-                        stats.p99,
-                        format!(
-                            "nearest rank over n = {}, too few trials for a confidence bound",
-                            stats.n
-                        ),
-                    ),
-                };
-                if p99 > p99_limit && result.verdict == Verdict::Pass {
-                    result.verdict = Verdict::Fail;
+                // With 5 or more trials the P99 is held to its 95 % upper confidence bound; with
+                // fewer no bound exists, and a percentile is not claimed from them at all (the
+                // per-trial maximum still applies).
+                match stats.p99_ucb95 {
+                    Some(bound) => {
+                        if bound > p99_limit && result.verdict == Verdict::Pass {
+                            result.verdict = Verdict::Fail;
+                        }
+                        result.detail = format!(
+                            "{}; P99 {bound:.3} ms (limit {p99_limit} ms, 95 % upper confidence bound over n = {})",
+                            result.detail, stats.n
+                        );
+                    }
+                    None => {
+                        result.detail = format!(
+                            "{}; P99 not assessed: {} trial(s), a confidence bound needs {MIN_N_FOR_BOUND}",
+                            result.detail, stats.n
+                        );
+                    }
                 }
-                result.detail = format!(
-                    "{}; P99 {p99:.3} ms (limit {p99_limit} ms, {method})",
-                    result.detail
-                );
             }
             result
         }

@@ -165,8 +165,8 @@ fn unknown_key_in_the_requirements_file() {
     let s = TempSuite::new();
     let requirements = s.edit(
         "requirements.yaml",
-        "    statistic: max over trials, and P99 over trials\n",
-        "    statistc: max over trials, and P99 over trials\n",
+        "    statistic: >-\n",
+        "    statistc: >-\n",
     );
     let p = load_requirements(&requirements).unwrap_err().problems()[0].clone();
     assert_eq!(p.file, requirements);
@@ -735,7 +735,7 @@ fn requirement_with_undefined_hazard() {
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(
         at(&problems[0]),
-        (54, 13, "requirements[4].hazard", "unknown hazard `HZ-05`")
+        (57, 13, "requirements[4].hazard", "unknown hazard `HZ-05`")
     );
     assert_eq!(
         problems[0].help.as_deref(),
@@ -755,7 +755,7 @@ fn duplicate_requirement_id() {
     assert_eq!(
         at(&problems[0]),
         (
-            24,
+            27,
             9,
             "requirements[1].id",
             "duplicate requirement id `SR-01`"

@@ -7,6 +7,7 @@
 //! disk, console tables).
 
 pub mod baseline;
+pub mod fuzz;
 pub mod plant;
 pub mod rig;
 pub mod run;

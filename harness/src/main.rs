@@ -58,6 +58,63 @@ enum Command {
     /// Manage baselines.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Search bones, operators, batteries and sensors for cases that violate SR-01..SR-05;
+    /// shrink each failure and keep it as a regression scenario.
+    ///
+    /// Exit codes: 0 no requirement failed, 1 a requirement failed, 2 usage error.
+    Fuzz {
+        /// Cases in the whole campaign.
+        #[arg(long, default_value_t = 256)]
+        cases: u64,
+        /// Campaign seed; the same seed gives the same cases and results.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rig to run on.
+        #[arg(long, default_value = "sim", value_parser = clap::builder::PossibleValuesParser::new(["sim"]))]
+        rig: String,
+        /// Worker threads (results do not depend on it).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Run only shard K of N (cases whose index is K-1 modulo N), e.g. 2/4.
+        #[arg(long, value_parser = iohil::fuzz::parse_shard)]
+        shard: Option<(u32, u32)>,
+        /// Stop starting new cases after this long (e.g. 90s, 10m); the result says so.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        time_budget: Option<std::time::Duration>,
+        /// Directory that receives the minimal failing cases as scenario files.
+        #[arg(long, default_value = "scenarios/regressions")]
+        promote: PathBuf,
+        /// Do not write regression scenarios.
+        #[arg(long)]
+        no_promote: bool,
+        /// Suite whose requirements and profiles the campaign uses.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        /// Directory that receives `<run-id>/fuzz.json` and the `latest` link.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Run ID (default: UTC time and a random suffix).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Do not show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Merge the fuzz.json of the shards of one campaign into one result.
+    FuzzMerge {
+        /// fuzz.json files or run directories, one per shard.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        /// Suite whose requirements judge the merged campaign.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        /// Directory that receives `<run-id>/fuzz.json`.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Run ID (default: UTC time and a random suffix).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
     /// Validate scenario files without running them (exit 0 valid, 2 invalid).
     Check {
         /// Scenario files or directories.
@@ -113,6 +170,37 @@ fn main() -> ExitCode {
             output,
         }) => accept(&run, reason, by, output),
         Command::Check { paths } => check(paths),
+        Command::Fuzz {
+            cases,
+            seed,
+            rig: _,
+            jobs,
+            shard,
+            time_budget,
+            promote,
+            no_promote,
+            suite,
+            reports,
+            run_id,
+            no_progress,
+        } => fuzz(FuzzOptions {
+            cases,
+            seed,
+            jobs,
+            shard: shard.unwrap_or((1, 1)),
+            time_budget,
+            promote: (!no_promote).then_some(promote),
+            suite,
+            reports,
+            run_id,
+            no_progress,
+        }),
+        Command::FuzzMerge {
+            parts,
+            suite,
+            reports,
+            run_id,
+        } => fuzz_merge(&parts, &suite, &reports, run_id),
         Command::Schema => {
             println!("{}", scenario_schema_json());
             0
@@ -210,6 +298,149 @@ fn accept(
             EXIT_USAGE
         }
     }
+}
+
+struct FuzzOptions {
+    cases: u64,
+    seed: u64,
+    jobs: usize,
+    shard: (u32, u32),
+    time_budget: Option<std::time::Duration>,
+    promote: Option<PathBuf>,
+    suite: PathBuf,
+    reports: PathBuf,
+    run_id: Option<String>,
+    no_progress: bool,
+}
+
+/// Requirements and profiles of the suite at `root`, or a diagnostic.
+fn suite_data(
+    root: &std::path::Path,
+) -> Result<
+    (
+        iohil::scenario::Requirements,
+        iohil::scenario::load::Profiles,
+    ),
+    i32,
+> {
+    let requirements =
+        iohil::scenario::load::load_requirements(&root.join(iohil::scenario::REQUIREMENTS_FILE));
+    let profiles = iohil::scenario::load::load_profiles(&root.join(iohil::scenario::PROFILES_FILE));
+    match (requirements, profiles) {
+        (Ok(r), Ok(p)) => Ok((r, p)),
+        (Err(e), _) | (_, Err(e)) => {
+            report_diagnostic(&e);
+            eprintln!(
+                "hint: --suite names the directory holding requirements.yaml and profiles.yaml"
+            );
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+fn fuzz(options: FuzzOptions) -> i32 {
+    let (requirements, profiles) = match suite_data(&options.suite) {
+        Ok(data) => data,
+        Err(code) => return code,
+    };
+    let campaign = iohil::fuzz::Campaign {
+        requirements: &requirements,
+        profiles: &profiles,
+        rig: SimRig::default(),
+        seed: options.seed,
+        cases: options.cases,
+        shard: options.shard,
+        jobs: options.jobs.max(1),
+        time_budget: options.time_budget,
+    };
+    let (k, n) = options.shard;
+    let in_shard = (options.cases + u64::from(n) - u64::from(k)) / u64::from(n);
+    let progress = if options.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(in_shard), ProgressDrawTarget::stderr())
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} cases {per_sec} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let failures = std::sync::atomic::AtomicU64::new(0);
+    let outcome = iohil::fuzz::run_campaign(&campaign, |record| {
+        if !record.failed.is_empty() {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        progress.inc(1);
+        progress.set_message(format!(
+            "failures so far: {}",
+            failures.load(std::sync::atomic::Ordering::Relaxed)
+        ));
+    });
+    progress.finish_and_clear();
+    let mut results = match outcome {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(dir) = &options.promote {
+        if let Err(error) = iohil::fuzz::promote(&mut results, dir) {
+            eprintln!(
+                "error: failed to write regression scenarios to {}: {error}",
+                dir.display()
+            );
+            return EXIT_USAGE;
+        }
+    }
+    let run_id = options.run_id.unwrap_or_else(iohil::run::new_run_id);
+    print!("{}", results.text());
+    match iohil::fuzz::write_evidence(&results, &options.reports, &run_id) {
+        Ok(path) => println!("evidence: {}", path.display()),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    }
+    i32::from(results.failed())
+}
+
+fn fuzz_merge(
+    parts: &[PathBuf],
+    suite: &std::path::Path,
+    reports: &std::path::Path,
+    run_id: Option<String>,
+) -> i32 {
+    let (requirements, _) = match suite_data(suite) {
+        Ok(data) => data,
+        Err(code) => return code,
+    };
+    let mut loaded = Vec::new();
+    for part in parts {
+        match iohil::fuzz::read_results(part) {
+            Ok(results) => loaded.push(results),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let merged = match iohil::fuzz::merge(loaded, &requirements) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    print!("{}", merged.text());
+    let run_id = run_id.unwrap_or_else(iohil::run::new_run_id);
+    match iohil::fuzz::write_evidence(&merged, reports, &run_id) {
+        Ok(path) => println!("evidence: {}", path.display()),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    }
+    i32::from(merged.failed())
 }
 
 /// `git config user.name`, if git knows one.

@@ -540,7 +540,7 @@ pub fn exit_code(verdict: Option<Verdict>) -> i32 {
 
 /// Points `reports/latest` at the run directory (a symlink, replaced atomically). Best effort:
 /// a file system without symlinks gets a `latest.txt` holding the run ID instead.
-fn update_latest_link(reports_dir: &Path, run_id: &str) {
+pub fn update_latest_link(reports_dir: &Path, run_id: &str) {
     let latest = reports_dir.join("latest");
     let tmp = reports_dir.join(".latest.tmp");
     let _ = fs::remove_file(&tmp);

@@ -162,3 +162,55 @@ fn schema_is_json_schema_of_the_scenario_format() {
         .as_array()
         .is_some_and(|r| r.iter().any(|v| v == "verifies")));
 }
+
+#[test]
+fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
+    let reports = tempfile::tempdir().expect("tempdir");
+    let dir = reports.path().to_str().expect("utf-8 path");
+    for (shard, id) in [("1/2", "s1"), ("2/2", "s2")] {
+        let out = iohil(
+            &[
+                "fuzz",
+                "--cases",
+                "6",
+                "--jobs",
+                "2",
+                "--shard",
+                shard,
+                "--no-promote",
+                "--no-progress",
+                "--reports",
+                dir,
+                "--run-id",
+                id,
+            ],
+            &repo(),
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("verdict: PASS"), "{stdout}");
+        assert!(reports.path().join(id).join("fuzz.json").is_file());
+    }
+    let out = iohil(
+        &[
+            "fuzz-merge",
+            &format!("{dir}/s1"),
+            &format!("{dir}/s2"),
+            "--reports",
+            dir,
+            "--run-id",
+            "merged",
+        ],
+        &repo(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("6 of 6 cases run (shards [1, 2] of 2)"),
+        "{stdout}"
+    );
+
+    let out = iohil(&["fuzz", "--shard", "0/2"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("K must be between 1 and N"));
+}

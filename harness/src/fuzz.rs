@@ -1,0 +1,965 @@
+//! Property-based fuzzing of breakthrough timing: proptest strategies over a physiologically
+//! bounded space of bones, operators, batteries and sensors; the requirements SR-01..SR-05 as
+//! properties; shrinking toward the typical case; failures kept as regression scenarios.
+//!
+//! Every case is written as scenario YAML and loaded with the ordinary scenario loader before
+//! it runs, so a promoted regression file replays exactly the case that failed. Case `i` of a
+//! campaign draws from its own random stream (seed, i), which makes a campaign identical
+//! whatever the number of worker threads and lets shards split it by index.
+//!
+//! # The space searched (all relative to one of the five reference profiles)
+//!
+//! | parameter | range | source |
+//! |---|---|---|
+//! | reference profile | the five of DESIGN.md | DESIGN.md profile table |
+//! | soft tissue thickness | +-50 % | patient habitus; DESIGN.md spans 7-25 mm across sites |
+//! | near / far cortex thickness | +-40 % | inter-patient spread around DESIGN.md's estimates (1.2-4.5 mm) |
+//! | medullary width | +-40 % | as above (10-30 mm) |
+//! | cortex strength (F_th, K_f, K_T, T_fr together) | +-30 % | bone density spread between the osteoporotic and dense profiles |
+//! | medullary strength | +-30 % | as above |
+//! | ramp length | 1.5 mm +-1.0 mm (clipped to the cortex) | DESIGN.md gives 1.5 mm as an estimate |
+//! | cap at fracture | profile value -0.1/+0.2 mm, at least 0.05 mm | DESIGN.md: 0.2-0.5 mm |
+//! | nominal push | +-30 % | operator spread |
+//! | push oscillation | none, or 0-30 % at 2-5 Hz, any phase | DESIGN.md operator variation |
+//! | push step | none, or -40..+40 % at 0.1-3 s, rise 50-200 ms | DESIGN.md (+-40 %); a hand needs >= 50 ms |
+//! | reaction after the pop | 150-250 ms | DESIGN.md |
+//! | battery | fresh, or 5.3-6.4 V open circuit with 0.25-0.6 ohm | DESIGN.md: 6.4 V fresh, 0.6 ohm end of life; 5.3 V keeps the loaded voltage above the 4.8 V start limit |
+//! | motor temperature | -10..80 degC | storage to hot after repeated use |
+//! | current sensing | ideal, or gain +-10 %, offset +-60 mA, noise 0-40 mA rms | assumed worst-case shunt amplifier tolerances |
+//!
+//! Integers (percent, mm/100, ms) keep minimal cases readable. Every parameter shrinks toward
+//! the profile's nominal value, every optional disturbance toward "none", and the profile
+//! toward the adult tibia, so a shrunk case differs from the typical one only where it must.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
+use serde::{Deserialize, Serialize};
+
+use crate::rig::{Rig, SimRig};
+use crate::scenario::load::{load_scenario_str, Profiles};
+use crate::scenario::{Requirements, Scenario};
+use crate::verdict::{evaluate_trial, measure, Statistics, Verdict};
+
+/// Version of `fuzz.json`.
+pub const FUZZ_FORMAT_VERSION: u32 = 1;
+/// The requirements checked as properties.
+pub const PROPERTIES: &[&str] = &["SR-01", "SR-02", "SR-03", "SR-04", "SR-05"];
+/// Reference profiles in shrinking order (the first is the most typical).
+pub const PROFILES: &[&str] = &[
+    "adult-proximal-tibia",
+    "pediatric-proximal-tibia",
+    "adult-proximal-humerus",
+    "osteoporotic-tibia",
+    "dense-young-tibia",
+];
+/// Most shrinking steps tried per failure.
+pub const MAX_SHRINK_STEPS: u32 = 400;
+
+/// One point of the searched space (see the module documentation for the ranges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuzzCase {
+    /// Index into [`PROFILES`].
+    pub profile: usize,
+    /// Soft tissue thickness change, percent.
+    pub soft_pct: i32,
+    /// Near cortex thickness change, percent.
+    pub cortex_pct: i32,
+    /// Medullary width change, percent.
+    pub medullary_pct: i32,
+    /// Far cortex thickness change, percent.
+    pub far_cortex_pct: i32,
+    /// Near cortex strength change, percent.
+    pub cortex_strength_pct: i32,
+    /// Medullary strength change, percent.
+    pub medullary_strength_pct: i32,
+    /// Ramp length change from 1.5 mm, 1/100 mm.
+    pub ramp_delta_cmm: i32,
+    /// Cap change from the profile's, 1/100 mm.
+    pub cap_delta_cmm: i32,
+    /// Nominal push change, percent.
+    pub push_pct: i32,
+    /// Oscillation: amplitude percent, frequency in 1/10 Hz, phase degrees.
+    pub oscillation: Option<(u32, u32, u32)>,
+    /// Push step: change percent, start ms, rise ms.
+    pub step: Option<(i32, u32, u32)>,
+    /// Reaction change from 200 ms, ms.
+    pub reaction_delta_ms: i32,
+    /// Battery: open-circuit drop from 6.4 V in 1/100 V, extra internal resistance in mOhm.
+    pub battery: Option<(u32, u32)>,
+    /// Motor temperature change from 20 degC.
+    pub temperature_delta_c: i32,
+    /// Current sensing: gain percent, offset mA, noise mA rms.
+    pub sensor: Option<(i32, i32, u32)>,
+}
+
+/// The proptest strategy over [`FuzzCase`].
+pub fn case_strategy() -> impl Strategy<Value = FuzzCase> {
+    let bone = (
+        0..PROFILES.len(),
+        -50i32..=50,
+        -40i32..=40,
+        -40i32..=40,
+        -40i32..=40,
+        -30i32..=30,
+        -30i32..=30,
+        -100i32..=100,
+        -10i32..=20,
+    );
+    let operator = (
+        -30i32..=30,
+        proptest::option::of((0u32..=30, 20u32..=50, 0u32..360)),
+        proptest::option::of((-40i32..=40, 100u32..=3000, 50u32..=200)),
+        -50i32..=50,
+    );
+    let supply = (
+        proptest::option::of((0u32..=110, 0u32..=350)),
+        -30i32..=60,
+        proptest::option::of((-10i32..=10, -60i32..=60, 0u32..=40)),
+    );
+    (bone, operator, supply).prop_map(|(b, o, s)| FuzzCase {
+        profile: b.0,
+        soft_pct: b.1,
+        cortex_pct: b.2,
+        medullary_pct: b.3,
+        far_cortex_pct: b.4,
+        cortex_strength_pct: b.5,
+        medullary_strength_pct: b.6,
+        ramp_delta_cmm: b.7,
+        cap_delta_cmm: b.8,
+        push_pct: o.0,
+        oscillation: o.1,
+        step: o.2,
+        reaction_delta_ms: o.3,
+        battery: s.0,
+        temperature_delta_c: s.1,
+        sensor: s.2,
+    })
+}
+
+fn scale(value: f64, pct: i32) -> f64 {
+    value * (1.0 + f64::from(pct) / 100.0)
+}
+
+/// Rounds to 1/1000 so that YAML shows short, exact decimals.
+fn r3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The concrete values of a case, in engineering units.
+#[derive(Debug, Clone, PartialEq)]
+struct Resolved {
+    profile: &'static str,
+    soft_mm: f64,
+    cortex_mm: f64,
+    medullary_mm: f64,
+    far_cortex_mm: f64,
+    cortex: [f64; 4],
+    medullary: [f64; 4],
+    ramp_mm: f64,
+    cap_mm: f64,
+    push_n: f64,
+    reaction_ms: i32,
+    temperature_c: i32,
+}
+
+fn resolve(case: &FuzzCase, profiles: &Profiles) -> Result<Resolved, String> {
+    let name = PROFILES
+        .get(case.profile)
+        .copied()
+        .ok_or("profile index out of range")?;
+    let profile = profiles
+        .get(name)
+        .ok_or_else(|| format!("the profiles file has no reference profile `{name}`"))?;
+    let bone = &profile.bone;
+    let strength = |layer: &crate::scenario::Layer, pct: i32| {
+        [
+            r3(scale(layer.f_th_n, pct)),
+            r3(scale(layer.k_f, pct)),
+            r3(scale(layer.k_t, pct)),
+            r3(scale(layer.t_fr_nmm, pct)),
+        ]
+    };
+    let cortex_mm = r3(scale(bone.cortex.thickness_mm, case.cortex_pct));
+    let ramp_mm = r3((1.5 + f64::from(case.ramp_delta_cmm) / 100.0).min(cortex_mm));
+    let cap_mm = r3((bone.cap_mm + f64::from(case.cap_delta_cmm) / 100.0)
+        .max(0.05)
+        .min(ramp_mm - 0.05)
+        .min(cortex_mm - 0.05));
+    Ok(Resolved {
+        profile: name,
+        soft_mm: r3(scale(bone.soft_tissue.thickness_mm, case.soft_pct)),
+        cortex_mm,
+        medullary_mm: r3(scale(bone.medullary.thickness_mm, case.medullary_pct)),
+        far_cortex_mm: r3(scale(bone.far_cortex.thickness_mm, case.far_cortex_pct)),
+        cortex: strength(&bone.cortex, case.cortex_strength_pct),
+        medullary: strength(&bone.medullary, case.medullary_strength_pct),
+        ramp_mm,
+        cap_mm,
+        push_n: r3(scale(profile.push_n, case.push_pct)),
+        reaction_ms: 200 + case.reaction_delta_ms,
+        temperature_c: 20 + case.temperature_delta_c,
+    })
+}
+
+/// One line in engineering terms, e.g. `osteoporotic-tibia: cortex 1.3 mm, cap 0.2 mm, push
+/// 21 N +-30 % at 4.7 Hz`. Only what differs from the profile's nominal case is listed.
+pub fn describe(case: &FuzzCase, profiles: &Profiles) -> String {
+    let Ok(r) = resolve(case, profiles) else {
+        return format!("{case:?}");
+    };
+    let mut parts = vec![
+        format!("cortex {} mm", r.cortex_mm),
+        format!("cap {} mm", r.cap_mm),
+    ];
+    if case.soft_pct != 0 {
+        parts.push(format!("soft tissue {} mm", r.soft_mm));
+    }
+    if case.medullary_pct != 0 {
+        parts.push(format!("medullary {} mm", r.medullary_mm));
+    }
+    if case.far_cortex_pct != 0 {
+        parts.push(format!("far cortex {} mm", r.far_cortex_mm));
+    }
+    if case.cortex_strength_pct != 0 {
+        parts.push(format!("cortex strength {:+} %", case.cortex_strength_pct));
+    }
+    if case.medullary_strength_pct != 0 {
+        parts.push(format!(
+            "medullary strength {:+} %",
+            case.medullary_strength_pct
+        ));
+    }
+    if case.ramp_delta_cmm != 0 {
+        parts.push(format!("ramp {} mm", r.ramp_mm));
+    }
+    let mut push = format!("push {} N", r.push_n);
+    if let Some((amplitude, tenth_hz, phase)) = case.oscillation {
+        let _ = write!(
+            push,
+            " +-{amplitude} % at {:.1} Hz (phase {phase} deg)",
+            f64::from(tenth_hz) / 10.0
+        );
+    }
+    if let Some((change, at_ms, rise_ms)) = case.step {
+        let _ = write!(push, ", step {change:+} % at {at_ms} ms over {rise_ms} ms");
+    }
+    parts.push(push);
+    if case.reaction_delta_ms != 0 {
+        parts.push(format!("reaction {} ms", r.reaction_ms));
+    }
+    if let Some((drop_cv, extra_mohm)) = case.battery {
+        parts.push(format!(
+            "battery {:.2} V / {:.3} ohm",
+            6.4 - f64::from(drop_cv) / 100.0,
+            0.25 + f64::from(extra_mohm) / 1000.0
+        ));
+    }
+    if case.temperature_delta_c != 0 {
+        parts.push(format!("motor {} degC", r.temperature_c));
+    }
+    if let Some((gain, offset, noise)) = case.sensor {
+        parts.push(format!(
+            "sensor gain {gain:+} %, offset {offset:+} mA, noise {noise} mA rms"
+        ));
+    }
+    format!("{}: {}", r.profile, parts.join(", "))
+}
+
+/// The case as a scenario file. `seed` seeds the trial's noise stream.
+pub fn scenario_yaml(
+    case: &FuzzCase,
+    profiles: &Profiles,
+    id: &str,
+    title: &str,
+    description: &str,
+    seed: u64,
+) -> Result<String, String> {
+    let r = resolve(case, profiles)?;
+    let layer = |name: &str, thickness: f64, strength: &[f64; 4]| {
+        format!(
+            "  {name}: {{ thickness_mm: {thickness}, f_th_n: {}, k_f: {}, k_t: {}, t_fr_nmm: {} }}\n",
+            strength[0], strength[1], strength[2], strength[3]
+        )
+    };
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "# Written by iohil fuzz. Replays one case of a campaign; edit with care."
+    );
+    let _ = writeln!(y, "format_version: 1");
+    let _ = writeln!(y, "id: {id}");
+    let _ = writeln!(y, "title: {}", yaml_string(title));
+    let _ = writeln!(y, "description: {}", yaml_string(description));
+    let _ = writeln!(y, "verifies: [{}]", PROPERTIES.join(", "));
+    let _ = writeln!(y, "bone:");
+    let _ = writeln!(y, "  profile: {}", r.profile);
+    let _ = writeln!(y, "  soft_tissue: {{ thickness_mm: {} }}", r.soft_mm);
+    y.push_str(&layer("cortex", r.cortex_mm, &r.cortex));
+    y.push_str(&layer("medullary", r.medullary_mm, &r.medullary));
+    let _ = writeln!(y, "  far_cortex: {{ thickness_mm: {} }}", r.far_cortex_mm);
+    let _ = writeln!(y, "  ramp_mm: {}", r.ramp_mm);
+    let _ = writeln!(y, "  cap_mm: {}", r.cap_mm);
+    let _ = writeln!(y, "operator:");
+    let _ = writeln!(y, "  push_n: {}", r.push_n);
+    if let Some((amplitude, tenth_hz, phase)) = case.oscillation {
+        let _ = writeln!(
+            y,
+            "  oscillation: {{ amplitude_pct: {amplitude}, frequency_hz: {}, phase_deg: {phase} }}",
+            f64::from(tenth_hz) / 10.0
+        );
+    }
+    if let Some((change, at_ms, rise_ms)) = case.step {
+        let _ = writeln!(
+            y,
+            "  steps: [ {{ at_s: {}, change_pct: {change}, rise_ms: {rise_ms} }} ]",
+            f64::from(at_ms) / 1000.0
+        );
+    }
+    let _ = writeln!(y, "  reaction_ms: {}", r.reaction_ms);
+    if let Some((drop_cv, extra_mohm)) = case.battery {
+        let _ = writeln!(
+            y,
+            "battery: {{ open_circuit_v: {}, internal_resistance_ohm: {} }}",
+            r3(6.4 - f64::from(drop_cv) / 100.0),
+            r3(0.25 + f64::from(extra_mohm) / 1000.0)
+        );
+    }
+    let _ = writeln!(y, "motor: {{ temperature_c: {} }}", r.temperature_c);
+    if let Some((gain, offset, noise)) = case.sensor {
+        let _ = writeln!(
+            y,
+            "sensor: {{ gain_error_pct: {gain}, offset_ma: {offset}, noise_ma_rms: {noise} }}"
+        );
+    }
+    let _ = writeln!(y, "trials: 1");
+    let _ = writeln!(y, "seed: {seed}");
+    Ok(y)
+}
+
+fn yaml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The outcome of running one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// Case index in the campaign.
+    pub index: u64,
+    /// Requirements that failed.
+    pub failed: Vec<String>,
+    /// Requirements that could not be checked (e.g. no breakthrough happened).
+    pub inconclusive: Vec<String>,
+    /// Whether the push varied (oscillation or step).
+    pub push_variation: bool,
+    /// Detection latency, ms.
+    pub detection_latency_ms: Option<f64>,
+    /// Time to stop, ms.
+    pub time_to_stop_ms: Option<f64>,
+    /// Overshoot, mm.
+    pub overshoot_mm: Option<f64>,
+    /// Overshoot, rev.
+    pub overshoot_rev: Option<f64>,
+    /// Margin to each checked limit (limit - value, in the limit's unit).
+    pub margins: BTreeMap<String, f64>,
+    /// Failure explanations.
+    pub findings: Vec<String>,
+}
+
+/// A failure, shrunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FuzzFailure {
+    /// Case index.
+    pub index: u64,
+    /// Requirements that failed on the original case.
+    pub requirements: Vec<String>,
+    /// The original case.
+    pub original: String,
+    /// The minimal case, in engineering terms.
+    pub minimal: String,
+    /// What failed on the minimal case, with measured value and limit.
+    pub findings: Vec<String>,
+    /// Shrinking steps tried.
+    pub shrink_steps: u32,
+    /// The minimal case as scenario YAML.
+    pub scenario_yaml: String,
+    /// Where the scenario was written, when promoted.
+    pub scenario_file: Option<PathBuf>,
+    /// The minimal case's parameters.
+    pub case: FuzzCase,
+}
+
+/// Pass/fail/inconclusive counts of one property.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PropertyCounts {
+    /// Cases where it held.
+    pub pass: u64,
+    /// Cases where it failed.
+    pub fail: u64,
+    /// Cases where it could not be checked.
+    pub inconclusive: u64,
+}
+
+/// Reads one measured value of a case.
+type CaseMetric = fn(&CaseRecord) -> Option<f64>;
+
+/// `fuzz.json`: a campaign or a shard of one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FuzzResults {
+    /// [`FUZZ_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Campaign seed.
+    pub seed: u64,
+    /// Cases in the whole campaign.
+    pub cases_planned: u64,
+    /// Shards this result covers, as `k` of `n` (1-based); `[1]` of 1 when unsharded.
+    pub shards: Vec<u32>,
+    /// Number of shards the campaign is split into.
+    pub shard_count: u32,
+    /// Whether every case of the covered shards ran (false when a time budget stopped it).
+    pub complete: bool,
+    /// Per-case records, by index.
+    pub cases: Vec<CaseRecord>,
+    /// Shrunk failures, by index.
+    pub failures: Vec<FuzzFailure>,
+    /// Counts per property.
+    pub properties: BTreeMap<String, PropertyCounts>,
+    /// Distributions of measured values.
+    pub distributions: BTreeMap<String, Statistics>,
+    /// Distributions of the margin to each limit (smaller is closer to failing).
+    pub margins: BTreeMap<String, Statistics>,
+    /// Fraction of cases with push variation that stopped prematurely (SR-05 allows 2 %).
+    pub premature_fraction_with_variation: Option<f64>,
+    /// Requirements the campaign failed: any failure of SR-01..SR-04, a premature stop at
+    /// nominal push, or premature stops with push variation above SR-05's allowed fraction.
+    pub failing_requirements: Vec<String>,
+    /// Where the harness was built from.
+    pub harness: crate::run::HarnessIdentity,
+}
+
+impl FuzzResults {
+    /// Recomputes the counts and distributions from the case records.
+    pub fn summarise(&mut self) {
+        self.cases.sort_by_key(|c| c.index);
+        self.failures.sort_by_key(|f| f.index);
+        self.properties = PROPERTIES
+            .iter()
+            .map(|p| {
+                let mut counts = PropertyCounts::default();
+                for case in &self.cases {
+                    if case.failed.iter().any(|f| f == p) {
+                        counts.fail += 1;
+                    } else if case.inconclusive.iter().any(|f| f == p) {
+                        counts.inconclusive += 1;
+                    } else {
+                        counts.pass += 1;
+                    }
+                }
+                ((*p).to_owned(), counts)
+            })
+            .collect();
+        let metrics: [(&str, CaseMetric); 4] = [
+            ("detection_latency_ms", |c| c.detection_latency_ms),
+            ("time_to_stop_ms", |c| c.time_to_stop_ms),
+            ("overshoot_mm", |c| c.overshoot_mm),
+            ("overshoot_rev", |c| c.overshoot_rev),
+        ];
+        self.distributions = metrics
+            .iter()
+            .filter_map(|(name, get)| {
+                let values: Vec<f64> = self.cases.iter().filter_map(get).collect();
+                Statistics::of(&values).map(|s| ((*name).to_owned(), s))
+            })
+            .collect();
+        let mut margin_values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for case in &self.cases {
+            for (name, margin) in &case.margins {
+                margin_values.entry(name.clone()).or_default().push(*margin);
+            }
+        }
+        self.margins = margin_values
+            .into_iter()
+            .filter_map(|(name, values)| Statistics::of(&values).map(|s| (name, s)))
+            .collect();
+        let varied: Vec<&CaseRecord> = self.cases.iter().filter(|c| c.push_variation).collect();
+        self.premature_fraction_with_variation = (!varied.is_empty()).then(|| {
+            varied
+                .iter()
+                .filter(|c| c.failed.iter().any(|f| f == "SR-05"))
+                .count() as f64
+                / varied.len() as f64
+        });
+    }
+
+    /// Decides which requirements the campaign failed. A premature stop with push variation
+    /// is counted against SR-05's allowed fraction rather than failing on its own.
+    pub fn assess(&mut self, requirements: &Requirements) {
+        let allowed = requirements
+            .get("SR-05")
+            .and_then(|r| r.limits.get("max_fraction_oscillating"))
+            .map_or(0.0, |l| l.value);
+        let mut failing: Vec<String> = Vec::new();
+        for failure in &self.failures {
+            for requirement in &failure.requirements {
+                let varied = failure.case.oscillation.is_some() || failure.case.step.is_some();
+                let counted = requirement != "SR-05" || !varied;
+                if counted && !failing.contains(requirement) {
+                    failing.push(requirement.clone());
+                }
+            }
+        }
+        if self
+            .premature_fraction_with_variation
+            .is_some_and(|f| f > allowed)
+            && !failing.iter().any(|r| r == "SR-05")
+        {
+            failing.push("SR-05".to_owned());
+        }
+        failing.sort();
+        self.failing_requirements = failing;
+    }
+
+    /// Whether the campaign failed any requirement.
+    pub fn failed(&self) -> bool {
+        !self.failing_requirements.is_empty()
+    }
+
+    /// Console summary.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "fuzz campaign seed {}: {} of {} cases run (shards {:?} of {}){}",
+            self.seed,
+            self.cases.len(),
+            self.cases_planned,
+            self.shards,
+            self.shard_count,
+            if self.complete {
+                ""
+            } else {
+                ", stopped by the time budget"
+            }
+        );
+        for (name, c) in &self.properties {
+            let _ = writeln!(
+                out,
+                "  {name}: {} pass, {} fail, {} not exercised",
+                c.pass, c.fail, c.inconclusive
+            );
+        }
+        for (name, s) in &self.distributions {
+            let _ = writeln!(
+                out,
+                "  {name}: n {} mean {:.2} sd {:.2} max {:.2} p95 {:.2}",
+                s.n, s.mean, s.sd, s.max, s.p95
+            );
+        }
+        for (name, s) in &self.margins {
+            let _ = writeln!(
+                out,
+                "  margin to {name}: min {:.2} mean {:.2}",
+                s.min, s.mean
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  verdict: {}",
+            if self.failing_requirements.is_empty() {
+                "PASS".to_owned()
+            } else {
+                format!("FAIL ({})", self.failing_requirements.join(", "))
+            }
+        );
+        if let Some(fraction) = self.premature_fraction_with_variation {
+            let _ = writeln!(
+                out,
+                "  premature stops with push variation: {:.1} % (SR-05 allows 2 %)",
+                fraction * 100.0
+            );
+        }
+        for f in &self.failures {
+            let _ = writeln!(
+                out,
+                "FAIL case {} ({}), shrunk in {} steps to:",
+                f.index,
+                f.requirements.join(", "),
+                f.shrink_steps
+            );
+            let _ = writeln!(out, "  {}", f.minimal);
+            for finding in &f.findings {
+                let _ = writeln!(out, "  {finding}");
+            }
+            if let Some(path) = &f.scenario_file {
+                let _ = writeln!(out, "  regression scenario: {}", path.display());
+            }
+        }
+        out
+    }
+}
+
+/// What a campaign runs against.
+pub struct Campaign<'a> {
+    /// Requirements (limits).
+    pub requirements: &'a Requirements,
+    /// Reference profiles.
+    pub profiles: &'a Profiles,
+    /// The rig (cloned per worker).
+    pub rig: SimRig,
+    /// Campaign seed.
+    pub seed: u64,
+    /// Cases in the whole campaign.
+    pub cases: u64,
+    /// Shard `k` (1-based) of `n`.
+    pub shard: (u32, u32),
+    /// Worker threads.
+    pub jobs: usize,
+    /// Stop starting new cases after this long.
+    pub time_budget: Option<std::time::Duration>,
+}
+
+/// The random stream of case `index`.
+fn case_runner(seed: u64, index: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&index.to_le_bytes());
+    bytes[16..24].copy_from_slice(b"iohilfzz");
+    TestRunner::new_with_rng(
+        ProptestConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
+/// Trial seed of case `index` (its noise stream).
+pub fn case_seed(seed: u64, index: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index)
+}
+
+/// Runs one case: writes it as YAML, loads it, runs one trial, evaluates the properties.
+pub fn run_case(
+    case: &FuzzCase,
+    index: u64,
+    seed: u64,
+    campaign: &Campaign<'_>,
+    rig: &mut SimRig,
+) -> Result<(CaseRecord, Scenario), String> {
+    let id = format!("fuzz-case-{index}");
+    let yaml = scenario_yaml(
+        case,
+        campaign.profiles,
+        &id,
+        &id,
+        "fuzz case",
+        case_seed(seed, index),
+    )?;
+    let scenario = load_scenario_str(
+        Path::new("fuzz-case.yaml"),
+        &yaml,
+        campaign.requirements,
+        campaign.profiles,
+    )
+    .map_err(|e| format!("case {index} does not make a valid scenario: {e}"))?;
+    let trace = rig.run_trial(&scenario, 0).map_err(|e| e.to_string())?;
+    let stopped_fraction = campaign
+        .requirements
+        .get("SR-02")
+        .and_then(|r| r.limits.get("stopped_speed_fraction"))
+        .map_or(0.05, |l| l.value);
+    let m = measure(&trace, stopped_fraction);
+    let verdicts = evaluate_trial(&trace, &m, &scenario, campaign.requirements);
+    let mut record = CaseRecord {
+        index,
+        failed: Vec::new(),
+        inconclusive: Vec::new(),
+        push_variation: case.oscillation.is_some() || case.step.is_some(),
+        detection_latency_ms: m.detection_latency_ms,
+        time_to_stop_ms: m.time_to_stop_ms,
+        overshoot_mm: m.overshoot_mm,
+        overshoot_rev: m.overshoot_rev,
+        margins: BTreeMap::new(),
+        findings: Vec::new(),
+    };
+    for v in &verdicts {
+        match v.verdict {
+            Verdict::Fail => {
+                record.failed.push(v.requirement.clone());
+                record
+                    .findings
+                    .push(format!("{} ({})", v.detail, v.requirement));
+            }
+            Verdict::Inconclusive => record.inconclusive.push(v.requirement.clone()),
+            Verdict::Pass => {}
+        }
+        if let (Some(measured), Some(limit)) = (v.measured, v.limit) {
+            if v.requirement != "SR-04" && v.requirement != "SR-05" {
+                record
+                    .margins
+                    .insert(format!("{} ({})", v.requirement, v.unit), limit - measured);
+            }
+        }
+    }
+    Ok((record, scenario))
+}
+
+/// Shrinks a failing case while the same requirement keeps failing.
+fn shrink(
+    original: &FuzzCase,
+    index: u64,
+    target: &[String],
+    campaign: &Campaign<'_>,
+    rig: &mut SimRig,
+) -> (FuzzCase, CaseRecord, u32) {
+    let mut runner = case_runner(campaign.seed, index);
+    let strategy = case_strategy();
+    let fails = |case: &FuzzCase, rig: &mut SimRig| -> Option<CaseRecord> {
+        run_case(case, index, campaign.seed, campaign, rig)
+            .ok()
+            .map(|(record, _)| record)
+            .filter(|record| record.failed.iter().any(|f| target.contains(f)))
+    };
+    let mut best_case = original.clone();
+    let mut best_record = match fails(original, rig) {
+        Some(record) => record,
+        None => {
+            return (
+                original.clone(),
+                CaseRecord {
+                    index,
+                    failed: target.to_vec(),
+                    inconclusive: Vec::new(),
+                    push_variation: false,
+                    detection_latency_ms: None,
+                    time_to_stop_ms: None,
+                    overshoot_mm: None,
+                    overshoot_rev: None,
+                    margins: BTreeMap::new(),
+                    findings: Vec::new(),
+                },
+                0,
+            )
+        }
+    };
+    let Ok(mut tree) = strategy.new_tree(&mut runner) else {
+        return (best_case, best_record, 0);
+    };
+    let mut steps = 0u32;
+    if tree.simplify() {
+        while steps < MAX_SHRINK_STEPS {
+            steps += 1;
+            let candidate = tree.current();
+            if let Some(record) = fails(&candidate, rig) {
+                best_case = candidate;
+                best_record = record;
+                if !tree.simplify() {
+                    break;
+                }
+            } else if !tree.complicate() {
+                break;
+            }
+        }
+    }
+    (best_case, best_record, steps)
+}
+
+/// Runs the campaign's cases of this shard on `jobs` threads. Results do not depend on `jobs`.
+pub fn run_campaign(
+    campaign: &Campaign<'_>,
+    mut on_case: impl FnMut(&CaseRecord) + Send,
+) -> Result<FuzzResults, String> {
+    let (k, n) = campaign.shard;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!(
+            "shard {k}/{n} is not valid: K must be between 1 and N"
+        ));
+    }
+    let indices: Vec<u64> = (0..campaign.cases)
+        .filter(|i| i % u64::from(n) == u64::from(k - 1))
+        .collect();
+    let next = AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    let out_of_time = std::sync::atomic::AtomicBool::new(false);
+    let results: Mutex<Vec<(CaseRecord, Option<FuzzFailure>)>> = Mutex::new(Vec::new());
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    let on_case = Mutex::new(&mut on_case);
+    std::thread::scope(|scope| {
+        for _ in 0..campaign.jobs.max(1) {
+            scope.spawn(|| {
+                let mut rig = campaign.rig.clone();
+                loop {
+                    if campaign.time_budget.is_some_and(|budget| started.elapsed() >= budget) {
+                        out_of_time.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    let slot = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&index) = indices.get(slot as usize) else {
+                        return;
+                    };
+                    let mut runner = case_runner(campaign.seed, index);
+                    let case = match case_strategy().new_tree(&mut runner) {
+                        Ok(tree) => tree.current(),
+                        Err(e) => {
+                            *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("case {index}: {e}"));
+                            return;
+                        }
+                    };
+                    let outcome = run_case(&case, index, campaign.seed, campaign, &mut rig);
+                    let (record, _) = match outcome {
+                        Ok(done) => done,
+                        Err(e) => {
+                            *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return;
+                        }
+                    };
+                    let failure = (!record.failed.is_empty()).then(|| {
+                        let (minimal, minimal_record, shrink_steps) = shrink(&case, index, &record.failed, campaign, &mut rig);
+                        let id = format!("fuzz-s{}-c{index}", campaign.seed);
+                        let title = format!("{}: {}", describe(&minimal, campaign.profiles), minimal_record.failed.join(", "));
+                        let description = format!(
+                            "Found by iohil fuzz, seed {}, case {index}, shrunk in {shrink_steps} steps. {}",
+                            campaign.seed,
+                            minimal_record.findings.join("; ")
+                        );
+                        FuzzFailure {
+                            index,
+                            requirements: record.failed.clone(),
+                            original: describe(&case, campaign.profiles),
+                            minimal: describe(&minimal, campaign.profiles),
+                            findings: minimal_record.findings.clone(),
+                            shrink_steps,
+                            scenario_yaml: scenario_yaml(&minimal, campaign.profiles, &id, &title, &description, case_seed(campaign.seed, index))
+                                .unwrap_or_default(),
+                            scenario_file: None,
+                            case: minimal,
+                        }
+                    });
+                    if let Ok(mut callback) = on_case.lock() {
+                        callback(&record);
+                    }
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push((record, failure));
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let done = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let complete = done.len() == indices.len() && !out_of_time.load(Ordering::Relaxed);
+    let mut results = FuzzResults {
+        format_version: FUZZ_FORMAT_VERSION,
+        seed: campaign.seed,
+        cases_planned: campaign.cases,
+        shards: vec![k],
+        shard_count: n,
+        complete,
+        cases: Vec::new(),
+        failures: Vec::new(),
+        properties: BTreeMap::new(),
+        distributions: BTreeMap::new(),
+        margins: BTreeMap::new(),
+        premature_fraction_with_variation: None,
+        failing_requirements: Vec::new(),
+        harness: crate::run::HarnessIdentity::current(),
+    };
+    for (record, failure) in done {
+        results.cases.push(record);
+        results.failures.extend(failure);
+    }
+    results.summarise();
+    results.assess(campaign.requirements);
+    Ok(results)
+}
+
+/// Merges shard results of one campaign into one result.
+pub fn merge(parts: Vec<FuzzResults>, requirements: &Requirements) -> Result<FuzzResults, String> {
+    let mut parts = parts.into_iter();
+    let mut merged = parts.next().ok_or("nothing to merge")?;
+    for part in parts {
+        if part.seed != merged.seed
+            || part.cases_planned != merged.cases_planned
+            || part.shard_count != merged.shard_count
+        {
+            return Err(format!(
+                "cannot merge: seed {} / {} cases / {} shards against seed {} / {} cases / {} shards",
+                part.seed, part.cases_planned, part.shard_count, merged.seed, merged.cases_planned, merged.shard_count
+            ));
+        }
+        if let Some(shard) = part.shards.iter().find(|s| merged.shards.contains(s)) {
+            return Err(format!("cannot merge: shard {shard} appears twice"));
+        }
+        merged.shards.extend(part.shards);
+        merged.complete &= part.complete;
+        merged.cases.extend(part.cases);
+        merged.failures.extend(part.failures);
+    }
+    merged.shards.sort_unstable();
+    merged.summarise();
+    merged.assess(requirements);
+    Ok(merged)
+}
+
+/// Parses `K/N` (1 <= K <= N).
+pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not K/N (for example 1/4)"))?;
+    let k: u32 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{k}` in `{text}` is not a whole number"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` in `{text}` is not a whole number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("shard `{text}`: K must be between 1 and N"));
+    }
+    Ok((k, n))
+}
+
+/// Writes each counted failure's minimal case as a scenario file under `dir` (atomically) and
+/// records the path. Returns the files written.
+pub fn promote(results: &mut FuzzResults, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut written = Vec::new();
+    for failure in &mut results.failures {
+        let id = format!("fuzz-s{}-c{}", results.seed, failure.index);
+        let path = dir.join(format!("{id}.yaml"));
+        crate::run::write_atomic(&path, failure.scenario_yaml.as_bytes())
+            .map_err(|e| e.to_string())?;
+        failure.scenario_file = Some(path.clone());
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Writes `fuzz.json` into `reports_dir/<run_id>/` (atomically) and points `latest` at it.
+pub fn write_evidence(
+    results: &FuzzResults,
+    reports_dir: &Path,
+    run_id: &str,
+) -> Result<PathBuf, String> {
+    let path = reports_dir.join(run_id).join("fuzz.json");
+    let mut bytes = serde_json::to_vec_pretty(results).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    crate::run::write_atomic(&path, &bytes).map_err(|e| e.to_string())?;
+    crate::run::update_latest_link(reports_dir, run_id);
+    Ok(path)
+}
+
+/// Reads a `fuzz.json` (or the one in a run directory).
+pub fn read_results(path: &Path) -> Result<FuzzResults, String> {
+    let file = if path.is_dir() {
+        path.join("fuzz.json")
+    } else {
+        path.to_owned()
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("failed to read {}: {e}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not a fuzz result: {e}", file.display()))
+}

@@ -585,9 +585,15 @@ impl FuzzResults {
             );
         }
         for f in &self.failures {
+            let varied = f.case.oscillation.is_some() || f.case.step.is_some();
+            let label = if varied && f.requirements.iter().all(|r| r == "SR-05") {
+                "premature stop with push variation (counts against the SR-05 allowance):"
+            } else {
+                "FAIL"
+            };
             let _ = writeln!(
                 out,
-                "FAIL case {} ({}), shrunk in {} steps to:",
+                "{label} case {} ({}), shrunk in {} steps to:",
                 f.index,
                 f.requirements.join(", "),
                 f.shrink_steps

@@ -35,12 +35,8 @@ enum Command {
         /// Rig to run on.
         #[arg(long, default_value = "sim", value_parser = clap::builder::PossibleValuesParser::new(RIG_KINDS))]
         rig: String,
-        /// Directory that receives `<run-id>/` and the `latest` link.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
-        /// Run ID (default: UTC time and a random suffix).
-        #[arg(long)]
-        run_id: Option<String>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
         /// Do not show a progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -90,12 +86,8 @@ enum Command {
         /// Suite whose requirements and profiles the campaign uses.
         #[arg(long, default_value = "scenarios")]
         suite: PathBuf,
-        /// Directory that receives `<run-id>/fuzz.json` and the `latest` link.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
-        /// Run ID (default: UTC time and a random suffix).
-        #[arg(long)]
-        run_id: Option<String>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
         /// Do not show a progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -108,12 +100,8 @@ enum Command {
         /// Suite whose requirements judge the merged campaign.
         #[arg(long, default_value = "scenarios")]
         suite: PathBuf,
-        /// Directory that receives `<run-id>/fuzz.json`.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
-        /// Run ID (default: UTC time and a random suffix).
-        #[arg(long)]
-        run_id: Option<String>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
     },
     /// Validate scenario files without running them (exit 0 valid, 2 invalid).
     Check {
@@ -123,6 +111,18 @@ enum Command {
     },
     /// Print the JSON Schema of the scenario file format (for editors).
     Schema,
+}
+
+/// Where a command writes its evidence.
+#[derive(Debug, Clone, clap::Args)]
+struct EvidenceArgs {
+    /// Directory that receives `<run-id>/` (results.json and traces, or fuzz.json) and the
+    /// `latest` link.
+    #[arg(long, default_value = "reports")]
+    reports: PathBuf,
+    /// Run ID (default: UTC time and a random suffix).
+    #[arg(long)]
+    run_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,8 +149,7 @@ fn main() -> ExitCode {
         Command::Run {
             paths,
             rig,
-            reports,
-            run_id,
+            evidence,
             no_progress,
             baseline,
             tolerances,
@@ -161,7 +160,7 @@ fn main() -> ExitCode {
                 tolerances,
                 informational,
             });
-            run(paths, &rig, reports, run_id, no_progress, baseline)
+            run(paths, &rig, evidence, no_progress, baseline)
         }
         Command::Baseline(BaselineCommand::Accept {
             run,
@@ -180,8 +179,7 @@ fn main() -> ExitCode {
             promote,
             no_promote,
             suite,
-            reports,
-            run_id,
+            evidence,
             no_progress,
         } => fuzz(FuzzOptions {
             cases,
@@ -191,16 +189,14 @@ fn main() -> ExitCode {
             time_budget,
             promote: (!no_promote).then_some(promote),
             suite,
-            reports,
-            run_id,
+            evidence,
             no_progress,
         }),
         Command::FuzzMerge {
             parts,
             suite,
-            reports,
-            run_id,
-        } => fuzz_merge(&parts, &suite, &reports, run_id),
+            evidence,
+        } => fuzz_merge(&parts, &suite, evidence),
         Command::Schema => {
             println!("{}", scenario_schema_json());
             0
@@ -308,8 +304,7 @@ struct FuzzOptions {
     time_budget: Option<std::time::Duration>,
     promote: Option<PathBuf>,
     suite: PathBuf,
-    reports: PathBuf,
-    run_id: Option<String>,
+    evidence: EvidenceArgs,
     no_progress: bool,
 }
 
@@ -392,9 +387,12 @@ fn fuzz(options: FuzzOptions) -> i32 {
             return EXIT_USAGE;
         }
     }
-    let run_id = options.run_id.unwrap_or_else(iohil::run::new_run_id);
+    let run_id = options
+        .evidence
+        .run_id
+        .unwrap_or_else(iohil::run::new_run_id);
     print!("{}", results.text());
-    match iohil::fuzz::write_evidence(&results, &options.reports, &run_id) {
+    match iohil::fuzz::write_evidence(&results, &options.evidence.reports, &run_id) {
         Ok(path) => println!("evidence: {}", path.display()),
         Err(error) => {
             eprintln!("error: {error}");
@@ -404,12 +402,7 @@ fn fuzz(options: FuzzOptions) -> i32 {
     i32::from(results.failed())
 }
 
-fn fuzz_merge(
-    parts: &[PathBuf],
-    suite: &std::path::Path,
-    reports: &std::path::Path,
-    run_id: Option<String>,
-) -> i32 {
+fn fuzz_merge(parts: &[PathBuf], suite: &std::path::Path, evidence: EvidenceArgs) -> i32 {
     let (requirements, _) = match suite_data(suite) {
         Ok(data) => data,
         Err(code) => return code,
@@ -432,8 +425,8 @@ fn fuzz_merge(
         }
     };
     print!("{}", merged.text());
-    let run_id = run_id.unwrap_or_else(iohil::run::new_run_id);
-    match iohil::fuzz::write_evidence(&merged, reports, &run_id) {
+    let run_id = evidence.run_id.unwrap_or_else(iohil::run::new_run_id);
+    match iohil::fuzz::write_evidence(&merged, &evidence.reports, &run_id) {
         Ok(path) => println!("evidence: {}", path.display()),
         Err(error) => {
             eprintln!("error: {error}");
@@ -456,8 +449,7 @@ fn git_user_name() -> Option<String> {
 fn run(
     paths: Vec<PathBuf>,
     rig_kind: &str,
-    reports: PathBuf,
-    run_id: Option<String>,
+    evidence: EvidenceArgs,
     no_progress: bool,
     baseline: Option<BaselineOptions>,
 ) -> i32 {
@@ -507,8 +499,8 @@ fn run(
         suite.scenarios.len()
     );
     let options = RunOptions {
-        reports_dir: reports,
-        run_id,
+        reports_dir: evidence.reports,
+        run_id: evidence.run_id,
     };
     let outcome = run_suite(&suite, &mut rig, &options, |scenario, trial| {
         progress.inc(1);

@@ -543,7 +543,7 @@ fn evaluate_one(
                 }
             }
         }
-        "SR-07" => evaluate_stall(req, trace, m)?,
+        "SR-07" => evaluate_stall(req, trace)?,
         "SR-08" => {
             let max_s = limit(req, "max_run_s")?;
             if m.longest_run_s > max_s {
@@ -586,11 +586,7 @@ pub fn premature_stop_limit(req: &Requirement, scenario: &Scenario) -> Result<f6
     }
 }
 
-fn evaluate_stall(
-    req: &Requirement,
-    trace: &Trace,
-    m: &Measurements,
-) -> Result<RequirementVerdict, String> {
+fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<RequirementVerdict, String> {
     let max_ms = limit(req, "max_stop_ms")?;
     let speed_fraction = limit(req, "stall_speed_fraction")?;
     let current_fraction = limit(req, "stall_current_fraction")?;
@@ -652,7 +648,6 @@ fn evaluate_stall(
             restart * 1000.0
         );
     }
-    let _ = m;
     Ok(result)
 }
 

@@ -173,3 +173,30 @@ fn shards_partition_the_campaign_and_merge_into_it() {
     // A shard cannot be merged twice.
     assert!(merge(vec![first.clone(), first], &data.0).is_err());
 }
+
+#[test]
+fn a_time_budget_stops_the_campaign_and_says_so() {
+    let data = suite_data();
+    let budgeted = Campaign {
+        requirements: &data.0,
+        profiles: &data.1,
+        rig: SimRig::default(),
+        seed: 1,
+        cases: 500,
+        shard: (1, 1),
+        jobs: 1,
+        time_budget: Some(std::time::Duration::from_millis(1)),
+    };
+    let results = run_campaign(&budgeted, |_| {}).expect("campaign");
+    assert!(!results.complete);
+    assert!(
+        results.cases.len() < 500,
+        "{} cases ran",
+        results.cases.len()
+    );
+    assert!(
+        results.text().contains("stopped by the time budget"),
+        "{}",
+        results.text()
+    );
+}

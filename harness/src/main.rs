@@ -59,8 +59,8 @@ enum Command {
     ///
     /// Exit codes: 0 no requirement failed, 1 a requirement failed, 2 usage error.
     Fuzz {
-        /// Cases in the whole campaign.
-        #[arg(long, default_value_t = 256)]
+        /// Cases in the whole campaign (at least 1: an empty campaign proves nothing).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
         cases: u64,
         /// Campaign seed; the same seed gives the same cases and results.
         #[arg(long, default_value_t = 1)]
@@ -69,8 +69,8 @@ enum Command {
         #[arg(long, default_value = "sim", value_parser = clap::builder::PossibleValuesParser::new(["sim"]))]
         rig: String,
         /// Worker threads (results do not depend on it).
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
         /// Run only shard K of N (cases whose index is K-1 modulo N), e.g. 2/4.
         #[arg(long, value_parser = iohil::fuzz::parse_shard)]
         shard: Option<(u32, u32)>,
@@ -184,7 +184,7 @@ fn main() -> ExitCode {
         } => fuzz(FuzzOptions {
             cases,
             seed,
-            jobs,
+            jobs: usize::from(jobs),
             shard: shard.unwrap_or((1, 1)),
             time_budget,
             promote: (!no_promote).then_some(promote),

@@ -213,4 +213,6 @@ fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
     let out = iohil(&["fuzz", "--shard", "0/2"], &repo());
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("K must be between 1 and N"));
+    let out = iohil(&["fuzz", "--cases", "0"], &repo());
+    assert_eq!(out.status.code(), Some(2), "an empty campaign is refused");
 }

@@ -173,11 +173,7 @@ pub enum BaselineError {
 
 /// Reads a baseline from a baseline file, a `results.json`, or a run directory.
 pub fn load_baseline(path: &Path) -> Result<Baseline, BaselineError> {
-    let file = if path.is_dir() {
-        path.join("results.json")
-    } else {
-        path.to_owned()
-    };
+    let file = crate::run::results_file(path);
     let text = fs::read_to_string(&file).map_err(|source| BaselineError::Io {
         action: "read baseline",
         path: file.clone(),
@@ -276,11 +272,7 @@ pub fn accept(
     output: &Path,
     acceptance: Acceptance,
 ) -> Result<Baseline, BaselineError> {
-    let results_path = if run_dir.is_dir() {
-        run_dir.join("results.json")
-    } else {
-        run_dir.to_owned()
-    };
+    let results_path = crate::run::results_file(run_dir);
     let results = RunResults::read(&results_path).map_err(|e| BaselineError::Format {
         path: results_path.clone(),
         what: "results.json",

@@ -391,8 +391,13 @@ fn fuzz(options: FuzzOptions) -> i32 {
         .evidence
         .run_id
         .unwrap_or_else(iohil::run::new_run_id);
+    report_fuzz(&results, &options.evidence.reports, &run_id)
+}
+
+/// Prints a campaign, writes its evidence, and returns the exit code.
+fn report_fuzz(results: &iohil::fuzz::FuzzResults, reports: &std::path::Path, run_id: &str) -> i32 {
     print!("{}", results.text());
-    match iohil::fuzz::write_evidence(&results, &options.evidence.reports, &run_id) {
+    match iohil::fuzz::write_evidence(results, reports, run_id) {
         Ok(path) => println!("evidence: {}", path.display()),
         Err(error) => {
             eprintln!("error: {error}");
@@ -424,16 +429,8 @@ fn fuzz_merge(parts: &[PathBuf], suite: &std::path::Path, evidence: EvidenceArgs
             return EXIT_USAGE;
         }
     };
-    print!("{}", merged.text());
     let run_id = evidence.run_id.unwrap_or_else(iohil::run::new_run_id);
-    match iohil::fuzz::write_evidence(&merged, &evidence.reports, &run_id) {
-        Ok(path) => println!("evidence: {}", path.display()),
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_USAGE;
-        }
-    }
-    i32::from(merged.failed())
+    report_fuzz(&merged, &evidence.reports, &run_id)
 }
 
 /// `git config user.name`, if git knows one.

@@ -23,6 +23,19 @@ use crate::verdict::{
 /// Version of the `results.json` format.
 pub const RESULTS_FORMAT_VERSION: u32 = 1;
 
+/// File name of the run record in a run directory.
+pub const RESULTS_FILE: &str = "results.json";
+
+/// The run record named by `path`: the `results.json` in it when it is a run directory,
+/// else `path` itself.
+pub fn results_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(RESULTS_FILE)
+    } else {
+        path.to_owned()
+    }
+}
+
 /// Exit code: every verdict PASS.
 pub const EXIT_PASS: i32 = 0;
 /// Exit code: at least one FAIL.
@@ -299,7 +312,7 @@ pub fn run_suite(
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let run_dir = options.reports_dir.join(&run_id);
     fs::create_dir_all(&run_dir).map_err(|e| RunError::io("create run directory", &run_dir, e))?;
-    let results_path = run_dir.join("results.json");
+    let results_path = run_dir.join(RESULTS_FILE);
     let requirements = &suite.requirements;
     let mut results = RunResults {
         format_version: RESULTS_FORMAT_VERSION,
@@ -438,7 +451,7 @@ pub fn record_comparison(
     comparison: crate::baseline::Comparison,
 ) -> Result<(), RunError> {
     results.baseline_comparison = Some(comparison);
-    write_results(&run_dir.join("results.json"), results, requirements)
+    write_results(&run_dir.join(RESULTS_FILE), results, requirements)
 }
 
 fn upsert(scenarios: &mut Vec<ScenarioResult>, result: &ScenarioResult) {

@@ -73,11 +73,14 @@ pub const SOFT_TISSUE_FRICTION_NMM_PER_MM: f64 = 0.05;
 /// Time over which the push relaxes after the operator's reaction, s.
 pub const RELAX_RAMP_S: f64 = 0.1;
 
-/// Current-sense ADC: 12 bits over 16.5 A (10 mOhm shunt, gain 20, 3.3 V reference).
-pub const CURRENT_ADC_FULL_SCALE_A: f64 = 16.5;
+/// Current-sense ADC: 12 bits over 16.5 A (10 mOhm shunt, gain 20, 3.3 V reference); the
+/// board's scaling, defined once in `driver_core::sensing`.
+pub const CURRENT_ADC_FULL_SCALE_A: f64 =
+    driver_core::sensing::CURRENT_FULL_SCALE_MA as f64 / 1000.0;
 /// Battery-sense ADC: 12 bits over 9.9 V (divider 1:3, 3.3 V reference).
-pub const VOLTAGE_ADC_FULL_SCALE_V: f64 = 9.9;
-const ADC_COUNTS: f64 = 4096.0;
+pub const VOLTAGE_ADC_FULL_SCALE_V: f64 =
+    driver_core::sensing::VOLTAGE_FULL_SCALE_MV as f64 / 1000.0;
+const ADC_COUNTS: f64 = (1u32 << driver_core::sensing::ADC_BITS) as f64;
 
 /// Which part of the bone the tip is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -525,8 +528,8 @@ impl Plant {
         self.time_s = t_next;
     }
 
-    /// One current ADC sample as the firmware sees it, in ADC counts converted back to A.
-    pub fn sample_current_a(&mut self) -> f64 {
+    /// One current ADC sample as the firmware sees it: raw 12-bit counts.
+    pub fn sample_current_counts(&mut self) -> u16 {
         let s = self.sensor;
         let noise = if s.noise_a_rms > 0.0 {
             s.noise_a_rms * self.rng.normal()
@@ -537,17 +540,17 @@ impl Plant {
         quantize(reading, CURRENT_ADC_FULL_SCALE_A)
     }
 
-    /// One battery voltage sample as the firmware sees it, V.
-    pub fn sample_voltage_v(&self) -> f64 {
+    /// One battery voltage sample as the firmware sees it: raw 12-bit counts.
+    pub fn sample_voltage_counts(&self) -> u16 {
         quantize(self.terminal_v, VOLTAGE_ADC_FULL_SCALE_V)
     }
 }
 
-/// A unipolar 12-bit ADC reading over `full_scale`.
-fn quantize(value: f64, full_scale: f64) -> f64 {
+/// A unipolar 12-bit ADC reading over `full_scale`, in counts.
+fn quantize(value: f64, full_scale: f64) -> u16 {
     let lsb = full_scale / ADC_COUNTS;
-    let counts = (value / lsb).round().clamp(0.0, ADC_COUNTS - 1.0);
-    counts * lsb
+    // Clamped to 0..=4095, so the cast is exact.
+    (value / lsb).round().clamp(0.0, ADC_COUNTS - 1.0) as u16
 }
 
 fn scale_layer(layer: &Layer, factor: f64) -> Layer {

@@ -59,6 +59,9 @@
 
 #![no_std]
 
+pub mod sensing;
+pub mod telemetry;
+
 /// Version of this core, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

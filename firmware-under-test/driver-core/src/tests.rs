@@ -341,3 +341,142 @@ fn extreme_inputs_do_not_panic() {
         assert!(out.duty_permille <= DUTY_FULL_SCALE);
     }
 }
+
+mod telemetry_format {
+    use super::super::telemetry::*;
+    use super::super::{sensing, Inputs, Outputs, State, StopReason};
+
+    #[test]
+    fn crc16_is_ccitt_false() {
+        assert_eq!(crc16(b"123456789"), 0x29B1);
+        assert_eq!(crc16(b""), 0xFFFF);
+    }
+
+    fn sample_id() -> FirmwareId {
+        FirmwareId {
+            firmware_version: padded("0.1.0"),
+            core_version: padded("0.1.0"),
+            git_commit: [0xAB; 20],
+            flags: id_flags::DIRTY,
+            core_source_sha256: [0x5A; 32],
+            build_id: [7; 16],
+        }
+    }
+
+    #[test]
+    fn firmware_id_round_trips_and_checks_magic() {
+        let id = sample_id();
+        let bytes = id.to_bytes();
+        assert_eq!(&bytes[..8], b"IOHILFW\x01");
+        assert_eq!(&bytes[8..13], b"0.1.0");
+        assert_eq!(bytes[13], 0);
+        assert_eq!(bytes[60], id_flags::DIRTY);
+        assert_eq!(FirmwareId::from_bytes(&bytes), Some(id));
+        let mut bad = bytes;
+        bad[0] = b'X';
+        assert_eq!(FirmwareId::from_bytes(&bad), None);
+        // A version longer than the field is truncated, not an overflow.
+        assert_eq!(&padded::<4>("123456"), b"1234");
+    }
+
+    #[test]
+    fn frames_have_the_documented_layout() {
+        let inputs = Inputs {
+            tick: 0x0102_0304,
+            motor_current_ma: 70_000, // saturates
+            battery_mv: 6_123,
+            trigger_pressed: true,
+        };
+        let outputs = Outputs {
+            duty_permille: 1000,
+            brake: false,
+            state: State::Cortex,
+            stop_reason: Some(StopReason::Stall),
+            events: 0x0204,
+            filtered_current_ma: -5, // clamps to 0
+            baseline_ma: 150,
+        };
+        let tick = TickRecord::from_step(&inputs, &outputs, fault::ADC_MISSING, 1234);
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = encode(0xBEEF, &Frame::Tick(tick), &mut buf);
+        assert_eq!(n, HEADER_LEN + TICK_LEN + TRAILER_LEN);
+        let f = &buf[..n];
+        assert_eq!(f[0], SYNC);
+        assert_eq!(f[1], KIND_TICK);
+        assert_eq!(usize::from(f[2]), TICK_LEN);
+        assert_eq!(&f[3..5], &[0xEF, 0xBE]);
+        assert_eq!(&f[5..9], &[4, 3, 2, 1]);
+        assert_eq!(f[9], State::Cortex as u8);
+        assert_eq!(f[10], StopReason::Stall as u8);
+        assert_eq!(f[11], 0b10, "trigger bit set, brake clear");
+        assert_eq!(&f[13..15], &0x0204u16.to_le_bytes());
+        assert_eq!(&f[15..17], &fault::ADC_MISSING.to_le_bytes());
+        assert_eq!(&f[17..19], &u16::MAX.to_le_bytes());
+        assert_eq!(&f[19..21], &6123u16.to_le_bytes());
+        assert_eq!(&f[21..23], &1000u16.to_le_bytes());
+        assert_eq!(&f[23..25], &0u16.to_le_bytes());
+        assert_eq!(&f[25..27], &150u16.to_le_bytes());
+        assert_eq!(&f[27..31], &1234u32.to_le_bytes());
+        let crc = crc16(&f[1..n - 2]);
+        assert_eq!(&f[n - 2..], &crc.to_le_bytes());
+
+        let boot = Frame::Boot {
+            reset_cause: reset::WATCHDOG,
+            tick_hz: 1000,
+            id: sample_id(),
+        };
+        let n = encode(0, &boot, &mut buf);
+        assert_eq!(n, MAX_FRAME_LEN);
+        assert_eq!(buf[1], KIND_BOOT);
+        assert_eq!(buf[5], FORMAT_VERSION);
+        assert_eq!(buf[6], reset::WATCHDOG);
+        assert_eq!(&buf[9..9 + IDENT_LEN], &sample_id().to_bytes());
+    }
+
+    #[test]
+    fn fault_record_round_trips_and_rejects_damage() {
+        let record = FaultRecord {
+            kind: FaultKind::HardFault,
+            pc: 0x0800_1234,
+            lr: 0xFFFF_FFF9,
+            xpsr: 0x6100_0003,
+            cfsr: 0x0000_0400,
+            hfsr: 0x4000_0000,
+            mmfar: 0,
+            bfar: 0x4800_1000,
+            tick: 77,
+            line: 0,
+        };
+        let bytes = encode_fault_record(&record);
+        assert_eq!(&bytes[..4], b"FLT1");
+        assert_eq!(decode_fault_record(&bytes), Some(record));
+        for i in 0..FAULT_RECORD_LEN {
+            let mut damaged = bytes;
+            damaged[i] ^= 0x01;
+            assert_eq!(decode_fault_record(&damaged), None, "byte {i} flipped");
+        }
+        assert_eq!(decode_fault_record(&[0; FAULT_RECORD_LEN]), None);
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = encode(9, &Frame::Fault(record), &mut buf);
+        assert_eq!(n, HEADER_LEN + FAULT_LEN + TRAILER_LEN);
+        assert_eq!(
+            decode_fault_payload(&buf[HEADER_LEN..HEADER_LEN + FAULT_LEN]),
+            Some(record)
+        );
+    }
+
+    #[test]
+    fn sensing_scales_sums_of_counts() {
+        // 20 readings of 4096/16.5 A per A: 1 A is 248.24 counts.
+        let n = sensing::SAMPLES_PER_TICK;
+        assert_eq!(sensing::mean_current_ma(0, n), 0);
+        assert_eq!(sensing::mean_current_ma(4096 * n, n), 16_500);
+        assert_eq!(sensing::mean_current_ma(4095 * n, n), 16_496);
+        // One count is 4.028 mA: 1 count in 20 readings rounds to 0, 3 to 1 (0.604 mA).
+        assert_eq!(sensing::mean_current_ma(2, n), 0);
+        assert_eq!(sensing::mean_current_ma(3, n), 1);
+        assert_eq!(sensing::mean_battery_mv(2482 * n, n), 5999);
+        assert_eq!(sensing::mean_battery_mv(u32::MAX, 1), i32::MAX);
+        assert_eq!(sensing::mean_current_ma(100, 0), 0);
+    }
+}

@@ -1,7 +1,7 @@
 //! The `sim` rig: the firmware's control core compiled for the host, stepped in lockstep with
 //! the plant model in virtual time. Deterministic: a scenario and a seed give the same trace.
 
-use driver_core::{event, Config, Controller, Inputs, Outputs, State, TICK_HZ};
+use driver_core::{event, sensing, Config, Controller, Inputs, Outputs, State, TICK_HZ};
 
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::plant::{DriveCommand, Plant, ADC_SAMPLE_PERIOD_S, DEFAULT_STEP_S};
@@ -97,17 +97,17 @@ impl Rig for SimRig {
         let mut previous_state = controller.state();
         let mut motor_off_at: Option<f64> = None;
         for tick in 1..=ticks {
-            let mut current_sum = 0.0;
-            let mut voltage_sum = 0.0;
-            let mut adc_samples = 0.0;
+            let mut current_sum = 0u32;
+            let mut voltage_sum = 0u32;
+            let mut adc_samples = 0u32;
             let mut true_current_sum = 0.0;
             for step in 1..=steps_per_tick {
                 plant.step(command);
                 true_current_sum += plant.current_a();
                 if step % steps_per_adc == 0 {
-                    current_sum += plant.sample_current_a();
-                    voltage_sum += plant.sample_voltage_v();
-                    adc_samples += 1.0;
+                    current_sum += u32::from(plant.sample_current_counts());
+                    voltage_sum += u32::from(plant.sample_voltage_counts());
+                    adc_samples += 1;
                 }
             }
             // The tick's nominal time (not the sum of steps), so that events scheduled on the
@@ -116,8 +116,9 @@ impl Rig for SimRig {
             let trigger = plant.trigger_pressed_at(t);
             let inputs = Inputs {
                 tick: u32::try_from(tick).unwrap_or(u32::MAX),
-                motor_current_ma: (current_sum / adc_samples * 1000.0).round() as i32,
-                battery_mv: (voltage_sum / adc_samples * 1000.0).round() as i32,
+                // The board's own conversion of the tick's raw ADC sums (bit-identical inputs).
+                motor_current_ma: sensing::mean_current_ma(current_sum, adc_samples),
+                battery_mv: sensing::mean_battery_mv(voltage_sum, adc_samples),
                 trigger_pressed: trigger,
             };
             let outputs = controller.step(&inputs);

@@ -1,6 +1,12 @@
-//! Embeds the git commit the harness is built from, so every report names it.
+//! Embeds the git commit the harness is built from, so every report names it, and the SHA-256
+//! of the driver-core source the `sim` rig runs, so `iohil flash --dry-run` can check that a
+//! board ELF carries the same core.
 
+use std::path::Path;
 use std::process::Command;
+
+#[path = "../firmware-under-test/driver-core/source_hash.rs"]
+mod source_hash;
 
 fn main() {
     let git = |args: &[&str]| {
@@ -20,4 +26,14 @@ fn main() {
         println!("cargo:rerun-if-changed={git_dir}/HEAD");
         println!("cargo:rerun-if-changed={git_dir}/index");
     }
+
+    let core_dir = Path::new("../firmware-under-test/driver-core");
+    let files = source_hash::core_source_files(core_dir).expect("list driver-core sources");
+    for (_, path) in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-changed=../firmware-under-test/driver-core/source_hash.rs");
+    let hash = source_hash::core_source_sha256(core_dir).expect("hash driver-core sources");
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=IOHIL_CORE_SOURCE_SHA256={hex}");
 }

@@ -7,12 +7,14 @@
 //! disk, console tables).
 
 pub mod baseline;
+pub mod firmware;
 pub mod fuzz;
 pub mod plant;
 pub mod rig;
 pub mod run;
 pub mod scenario;
 pub mod snapshot;
+pub mod telemetry;
 pub mod trace;
 pub mod verdict;
 

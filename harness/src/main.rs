@@ -111,6 +111,28 @@ enum Command {
     },
     /// Print the JSON Schema of the scenario file format (for editors).
     Schema,
+    /// Check a board firmware ELF against the chip's memory map and print its identity and
+    /// size. Only --dry-run is available in this build: flashing needs the bench rig's probe
+    /// support.
+    ///
+    /// Exit codes: 0 every check passed, 1 a check failed, 2 unreadable ELF, unknown chip or
+    /// no --dry-run.
+    Flash {
+        /// Firmware ELF (default: the release build of firmware-under-test/board/build.sh).
+        #[arg(long, default_value = iohil::firmware::DEFAULT_ELF)]
+        elf: PathBuf,
+        /// Chip, as probe-rs names it.
+        #[arg(long, default_value = iohil::firmware::DEFAULT_CHIP)]
+        chip: String,
+        /// Validate without a probe: load the ELF against the chip's memory map, check the
+        /// flash and RAM budgets, the RTT control block, the fault record and the firmware
+        /// identity, and that its driver-core is the one the sim rig runs.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where a command writes its evidence.
@@ -201,6 +223,12 @@ fn main() -> ExitCode {
             println!("{}", scenario_schema_json());
             0
         }
+        Command::Flash {
+            elf,
+            chip,
+            dry_run,
+            json,
+        } => flash(&elf, &chip, dry_run, json),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
@@ -246,6 +274,46 @@ fn check(paths: Vec<PathBuf>) -> i32 {
             report_diagnostic(&error);
             EXIT_USAGE
         }
+    }
+}
+
+fn flash(elf: &std::path::Path, chip: &str, dry_run: bool, json: bool) -> i32 {
+    if !dry_run {
+        eprintln!(
+            "error: flashing a board needs a debug probe, which this build of iohil does not drive yet\n\
+             hint: `iohil flash --dry-run` validates the ELF against {chip}'s memory map without one"
+        );
+        return EXIT_USAGE;
+    }
+    let report = match iohil::firmware::inspect(elf, chip) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            if matches!(error, iohil::firmware::FirmwareError::Read { .. }) {
+                eprintln!(
+                    "hint: build the firmware with firmware-under-test/board/build.sh, or name an ELF with --elf"
+                );
+            }
+            return EXIT_USAGE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return EXIT_USAGE;
+            }
+        }
+    } else {
+        print!("{report}");
+    }
+    if report.passed() {
+        0
+    } else {
+        let failed = report.checks.iter().filter(|c| !c.passed).count();
+        eprintln!("{failed} check(s) failed: this ELF must not be flashed");
+        1
     }
 }
 

@@ -53,7 +53,7 @@
 //!
 //! # Fault payload ([`KIND_FAULT`], [`FAULT_LEN`] bytes)
 //!
-//! Sent when a panic or HardFault is caught (if RTT still works) and after a reset that found
+//! Sent when a panic, HardFault, unexpected interrupt or bring-up failure is caught (if RTT still works) and after a reset that found
 //! a valid fault record left in RAM by the previous run. The same payload, framed by
 //! [`FAULT_RECORD_MAGIC`] and a CRC, is the fault record the harness reads from RAM
 //! ([`encode_fault_record`]).
@@ -70,7 +70,7 @@
 //! | 24 | 4 | MMFAR |
 //! | 28 | 4 | BFAR |
 //! | 32 | 4 | control tick at the fault |
-//! | 36 | 4 | source line of a panic, or 0 |
+//! | 36 | 4 | panic: source line; unexpected interrupt: its number; bring-up failure: the step; else 0 |
 
 /// First byte of every frame.
 pub const SYNC: u8 = 0xA5;
@@ -140,6 +140,10 @@ pub enum FaultKind {
     Panic = 1,
     /// A HardFault (or escalated MemManage/BusFault/UsageFault).
     HardFault = 2,
+    /// An interrupt or exception with no handler fired; `line` holds its number.
+    UnexpectedInterrupt = 3,
+    /// Board bring-up failed (clock, watchdog, ADC); `line` holds the step. Nothing was driven.
+    InitFailure = 4,
 }
 
 impl FaultKind {
@@ -148,6 +152,8 @@ impl FaultKind {
         match value {
             1 => Some(FaultKind::Panic),
             2 => Some(FaultKind::HardFault),
+            3 => Some(FaultKind::UnexpectedInterrupt),
+            4 => Some(FaultKind::InitFailure),
             _ => None,
         }
     }
@@ -157,6 +163,8 @@ impl FaultKind {
         match self {
             FaultKind::Panic => "panic",
             FaultKind::HardFault => "hard_fault",
+            FaultKind::UnexpectedInterrupt => "unexpected_interrupt",
+            FaultKind::InitFailure => "init_failure",
         }
     }
 }

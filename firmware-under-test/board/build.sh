@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the board firmware ELF on any machine and prints its path.
+#
+#   firmware-under-test/board/build.sh [--release|--debug]   (default --release)
+#
+# Picks the toolchain by itself:
+#   1. rustup with the thumbv7m-none-eabi target installed: plain `cargo build --target`;
+#   2. otherwise Debian's rustc-web/cargo-web/rust-web-src (Rust 1.96, /usr/bin/cargo) with
+#      binutils-arm-none-eabi: `core` is built from source with -Zbuild-std=core, which needs
+#      RUSTC_BOOTSTRAP=1 (set for this build only), and arm-none-eabi-ld links.
+# Output: firmware-under-test/board/target/thumbv7m-none-eabi/<profile>/iohil-board
+set -euo pipefail
+cd "$(dirname "$0")"
+TARGET=thumbv7m-none-eabi
+PROFILE=release
+case "${1:-}" in
+    ""|--release) ;;
+    --debug) PROFILE=debug ;;
+    *) echo "usage: $0 [--release|--debug]" >&2; exit 2 ;;
+esac
+profile_flag=()
+[ "$PROFILE" = release ] && profile_flag=(--release)
+
+if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    echo "iohil-board: rustup toolchain with $TARGET" >&2
+    cargo build --locked "${profile_flag[@]}" --target "$TARGET"
+elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library/core ] \
+    && command -v arm-none-eabi-ld >/dev/null 2>&1; then
+    echo "iohil-board: Debian toolchain ($(/usr/bin/rustc --version)) with -Zbuild-std=core" >&2
+    # The rustup proxies must not pick the host-only toolchain for this build.
+    env -u RUSTUP_TOOLCHAIN RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+        CARGO_TARGET_THUMBV7M_NONE_EABI_LINKER=arm-none-eabi-ld \
+        /usr/bin/cargo build --locked "${profile_flag[@]}" --target "$TARGET" -Zbuild-std=core
+else
+    cat >&2 <<'MSG'
+error: no toolchain can build for thumbv7m-none-eabi on this machine.
+hint: either `rustup target add thumbv7m-none-eabi`, or (Debian 12)
+      `apt-get install rustc-web cargo-web rust-web-src binutils-arm-none-eabi`
+MSG
+    exit 2
+fi
+echo "$PWD/target/$TARGET/$PROFILE/iohil-board"

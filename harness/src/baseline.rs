@@ -71,7 +71,7 @@ pub struct Tolerances {
 }
 
 /// Who accepted a baseline, when and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Acceptance {
     /// Who.
     pub by: String,
@@ -299,7 +299,7 @@ pub fn accept(
 }
 
 /// How one compared value came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// Worse than the baseline by more than the tolerance.
@@ -311,7 +311,7 @@ pub enum Change {
 }
 
 /// One compared value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ComparisonRow {
     /// Scenario ID.
     pub scenario: String,
@@ -336,7 +336,7 @@ pub struct ComparisonRow {
 }
 
 /// The comparison of a run with a baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Comparison {
     /// Where the baseline came from.
     pub baseline_path: PathBuf,

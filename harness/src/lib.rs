@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod firmware;
 pub mod fuzz;
 pub mod plant;
+pub mod report;
 pub mod rig;
 pub mod run;
 pub mod scenario;

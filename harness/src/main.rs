@@ -109,8 +109,29 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the scenario file format (for editors).
-    Schema,
+    /// Print the JSON Schema of the scenario file format (for editors), or with --results the
+    /// schema of results.json.
+    Schema {
+        /// The schema of results.json instead.
+        #[arg(long)]
+        results: bool,
+    },
+    /// Regenerate report.html, junit.xml, summary.md, report.json and manifest.json of a run
+    /// directory from its stored evidence.
+    ///
+    /// Exit codes: 0 written, 2 no evidence or unreadable evidence.
+    Report {
+        /// Run directory (e.g. reports/latest).
+        run_dir: PathBuf,
+    },
+    /// Recompute the SHA-256 of every file of a run directory and compare with its
+    /// manifest.json; name every file that changed, disappeared or appeared.
+    ///
+    /// Exit codes: 0 intact, 1 a file differs, 2 no manifest or unreadable.
+    Verify {
+        /// Run directory (e.g. reports/latest).
+        run_dir: PathBuf,
+    },
     /// Check a board firmware ELF against the chip's memory map and print its identity and
     /// size. Only --dry-run is available in this build: flashing needs the bench rig's probe
     /// support.
@@ -219,10 +240,22 @@ fn main() -> ExitCode {
             suite,
             evidence,
         } => fuzz_merge(&parts, &suite, evidence),
-        Command::Schema => {
+        Command::Schema { results: false } => {
             println!("{}", scenario_schema_json());
             0
         }
+        Command::Schema { results: true } => {
+            println!("{}", iohil::run::results_schema_json());
+            0
+        }
+        Command::Report { run_dir } => {
+            if write_reports(&run_dir) {
+                0
+            } else {
+                EXIT_USAGE
+            }
+        }
+        Command::Verify { run_dir } => verify(&run_dir),
         Command::Flash {
             elf,
             chip,
@@ -272,6 +305,71 @@ fn check(paths: Vec<PathBuf>) -> i32 {
         }
         Err(error) => {
             report_diagnostic(&error);
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Writes the report views and manifest of `run_dir`, printing where; false on failure.
+fn write_reports(run_dir: &std::path::Path) -> bool {
+    match iohil::report::write_all(run_dir) {
+        Ok(written) => {
+            println!(
+                "report: {}   junit: {}   summary: {}",
+                run_dir.join(iohil::report::REPORT_HTML).display(),
+                run_dir.join(iohil::report::JUNIT_XML).display(),
+                run_dir.join(iohil::report::SUMMARY_MD).display()
+            );
+            println!(
+                "manifest: {} ({} files) sha256 {}",
+                run_dir
+                    .join(iohil::report::manifest::MANIFEST_FILE)
+                    .display(),
+                written.report.evidence.len() + 4,
+                written.manifest_sha256
+            );
+            true
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            eprintln!(
+                "the evidence in {} is kept; no report was written",
+                run_dir.display()
+            );
+            false
+        }
+    }
+}
+
+fn verify(run_dir: &std::path::Path) -> i32 {
+    match iohil::report::manifest::verify(run_dir) {
+        Ok(v) => {
+            for (path, recorded, now) in &v.changed {
+                println!("CHANGED  {path}\n         recorded {recorded}\n         now      {now}");
+            }
+            for path in &v.missing {
+                println!("MISSING  {path}");
+            }
+            for path in &v.unlisted {
+                println!("UNLISTED {path}");
+            }
+            println!(
+                "{}: {} unchanged, {} changed, {} missing, {} unlisted (manifest sha256 {})",
+                if v.intact() { "INTACT" } else { "TAMPERED" },
+                v.unchanged,
+                v.changed.len(),
+                v.missing.len(),
+                v.unlisted.len(),
+                v.manifest_sha256
+            );
+            if v.intact() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             EXIT_USAGE
         }
     }
@@ -466,7 +564,14 @@ fn fuzz(options: FuzzOptions) -> i32 {
 fn report_fuzz(results: &iohil::fuzz::FuzzResults, reports: &std::path::Path, run_id: &str) -> i32 {
     print!("{}", results.text());
     match iohil::fuzz::write_evidence(results, reports, run_id) {
-        Ok(path) => println!("evidence: {}", path.display()),
+        Ok(path) => {
+            println!("evidence: {}", path.display());
+            if let Some(run_dir) = path.parent() {
+                if !write_reports(run_dir) {
+                    return EXIT_USAGE;
+                }
+            }
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return EXIT_USAGE;
@@ -588,6 +693,9 @@ fn run(
                 }
             }
             print!("{}", summary_text(&results, &run_dir));
+            if !write_reports(&run_dir) {
+                return EXIT_USAGE;
+            }
             results.summary.exit_code
         }
         Err(error) => {

@@ -46,7 +46,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_INCONCLUSIVE: i32 = 3;
 
 /// Identity of the harness build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HarnessIdentity {
     /// Package version.
     pub version: String,
@@ -65,7 +65,7 @@ impl HarnessIdentity {
 }
 
 /// A requirement as stated before execution (the acceptance criteria of the run).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AcceptanceCriterion {
     /// Requirement ID.
     pub requirement: String,
@@ -82,7 +82,7 @@ pub struct AcceptanceCriterion {
 }
 
 /// One trial's record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrialResult {
     /// Trial index.
     pub trial: u32,
@@ -101,7 +101,7 @@ pub struct TrialResult {
 }
 
 /// One scenario's record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScenarioResult {
     /// Scenario ID.
     pub id: String,
@@ -130,7 +130,7 @@ pub struct ScenarioResult {
 }
 
 /// One row of the traceability matrix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceabilityRow {
     /// Requirement ID.
     pub requirement: String,
@@ -145,7 +145,7 @@ pub struct TraceabilityRow {
 }
 
 /// Verdict counts and the exit code.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Scenario-level requirement verdicts that passed.
     pub pass: usize,
@@ -160,7 +160,7 @@ pub struct Summary {
 }
 
 /// `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunResults {
     /// [`RESULTS_FORMAT_VERSION`].
     pub format_version: u32,
@@ -184,6 +184,9 @@ pub struct RunResults {
     pub requirements_file: Source,
     /// Acceptance criteria, stated before any trial ran.
     pub acceptance: Vec<AcceptanceCriterion>,
+    /// Hazards the requirements control, as stated in the requirements file.
+    #[serde(default)]
+    pub hazards: Vec<crate::scenario::Hazard>,
     /// Scenarios in run order.
     pub scenarios: Vec<ScenarioResult>,
     /// Traceability: every requirement, its hazard, scenarios and verdict.
@@ -341,6 +344,7 @@ pub fn run_suite(
                     .collect(),
             })
             .collect(),
+        hazards: requirements.hazards.clone(),
         scenarios: Vec::new(),
         traceability: Vec::new(),
         summary: Summary::default(),
@@ -710,4 +714,10 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
         run_dir.display()
     ));
     out
+}
+
+/// The JSON Schema of `results.json` (format version [`RESULTS_FORMAT_VERSION`]).
+pub fn results_schema_json() -> String {
+    let schema = schemars::schema_for!(RunResults);
+    format!("{:#}", schema.as_value())
 }

@@ -84,7 +84,7 @@ impl Samples {
 }
 
 /// Identity of the firmware that produced a trace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FirmwareIdentity {
     /// What ran: `driver-core (host build)` on the sim rig, the ELF path elsewhere.
     pub kind: String,

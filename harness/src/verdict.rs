@@ -15,7 +15,9 @@ use crate::scenario::{Population, Requirement, Requirements, Scenario};
 use crate::trace::{EventSource, Trace};
 
 /// Verdict of one requirement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
     /// The requirement was met.
@@ -44,7 +46,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// Measured values of one trial. Times are from the trigger press timeline of the trial.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Measurements {
     /// Motor start (firmware `started`), ms.
     pub motor_start_ms: Option<f64>,
@@ -91,7 +93,7 @@ pub struct Measurements {
 }
 
 /// One requirement's verdict for one trial or one scenario.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequirementVerdict {
     /// Requirement ID.
     pub requirement: String,
@@ -825,7 +827,7 @@ fn evaluate_low_battery(
 }
 
 /// Statistics of one measured value over trials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Statistics {
     /// Number of values.
     pub n: usize,

@@ -14,7 +14,7 @@ use crate::trace::{FirmwareIdentity, Trace};
 pub use sim::SimRig;
 
 /// What a rig says about itself for the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RigIdentity {
     /// Rig kind: `sim`, `emu`, `bench`.
     pub kind: String,

@@ -135,7 +135,7 @@ pub struct Sensor {
 }
 
 /// Where a scenario came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Source {
     /// Path as given or found.
     pub path: PathBuf,
@@ -205,7 +205,7 @@ pub struct Limit {
 }
 
 /// A hazard from the requirements file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hazard {
     /// ID, e.g. `HZ-01`.
     pub id: String,

@@ -1,0 +1,122 @@
+//! `summary.md`: a short Markdown summary for a PR comment or a CI job summary.
+//!
+//! Text from the evidence is escaped for Markdown table cells (pipes, newlines, and angle
+//! brackets so that no HTML reaches a renderer that allows it).
+
+use super::{verdict_name, Report};
+use crate::verdict::Verdict;
+
+/// Renders the Markdown view of `report`.
+pub fn render(report: &Report) -> String {
+    let id = &report.identification;
+    let mut md = format!(
+        "## iohil verification: {}\n\nRun `{}`",
+        verdict_name(report.status.verdict),
+        cell(&id.run_id)
+    );
+    if let Some(rig) = &id.rig {
+        md.push_str(&format!(
+            " on rig `{}` ({}), firmware {} {}",
+            cell(&rig.id),
+            cell(&rig.kind),
+            cell(&rig.firmware.kind),
+            cell(&rig.firmware.version)
+        ));
+    }
+    md.push_str(&format!(
+        ", harness {} `{}`.\n\n",
+        cell(&id.harness.version),
+        cell(&id.harness.git_commit)
+    ));
+    for note in &report.status.notes {
+        md.push_str(&format!("- **{}**\n", cell(note)));
+    }
+    if !report.status.notes.is_empty() {
+        md.push('\n');
+    }
+    let s = &report.summary;
+    if !report.scenarios.is_empty() {
+        md.push_str(&format!(
+            "{} scenarios, {} requirement verdicts: {} PASS, {} FAIL, {} INCONCLUSIVE.\n\n",
+            report.scenarios.len(),
+            s.pass + s.fail + s.inconclusive,
+            s.pass,
+            s.fail,
+            s.inconclusive
+        ));
+        md.push_str("| scenario | trials | verdict | max detection latency | not passed |\n");
+        md.push_str("|---|---:|---|---:|---|\n");
+        for sc in &report.scenarios {
+            let latency = sc
+                .statistics
+                .iter()
+                .find(|st| st.metric == "detection_latency_ms")
+                .map_or("-".to_owned(), |st| format!("{:.1} ms", st.statistics.max));
+            let not_passed: Vec<String> = sc
+                .requirements
+                .iter()
+                .filter(|v| v.verdict != Verdict::Pass)
+                .map(|v| format!("{} {}", v.requirement, v.verdict))
+                .collect();
+            md.push_str(&format!(
+                "| {} | {}/{} | {} | {} | {} |\n",
+                cell(&sc.id),
+                sc.trials_run,
+                sc.trials_planned,
+                verdict_name(sc.verdict),
+                latency,
+                cell(&not_passed.join(", "))
+            ));
+        }
+        md.push('\n');
+    }
+    if !report.traceability.is_empty() {
+        md.push_str("| requirement | hazard | scenarios | verdict |\n|---|---|---:|---|\n");
+        for t in &report.traceability {
+            md.push_str(&format!(
+                "| {} {} | {} | {} | {} |\n",
+                cell(&t.requirement),
+                cell(&t.title),
+                cell(&t.hazard),
+                t.scenarios.len(),
+                t.verdict.map_or("NOT VERIFIED", Verdict::as_str)
+            ));
+        }
+        md.push('\n');
+    }
+    if let Some(fuzz) = &report.fuzz {
+        md.push_str(&format!(
+            "Fuzz campaign seed {}: {} of {} cases{}; failing requirements: {}.\n\n",
+            fuzz.seed,
+            fuzz.cases_run,
+            fuzz.cases_planned,
+            if fuzz.complete { "" } else { " (INCOMPLETE)" },
+            if fuzz.failing_requirements.is_empty() {
+                "none".to_owned()
+            } else {
+                cell(&fuzz.failing_requirements.join(", "))
+            }
+        ));
+    }
+    if !report.anomalies.is_empty() {
+        md.push_str(&format!(
+            "{} anomalies or INCONCLUSIVE verdicts, first: {}\n\n",
+            report.anomalies.len(),
+            cell(&report.anomalies[0].cause)
+        ));
+    }
+    md.push_str(
+        "Full report: `report.html`; machine-readable: `results.json`, `report.json`; \
+         integrity: `iohil verify <run-dir>`.\n",
+    );
+    md
+}
+
+/// Escapes text for a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace(['\n', '\r'], " ")
+}

@@ -34,7 +34,10 @@ fn main() {
     let core_sha = source_hash::core_source_sha256(&core_dir)
         .unwrap_or_else(|e| fail(&format!("hash driver-core sources: {e}")));
 
-    let (commit, flags) = git_identity(&manifest_dir);
+    let (commit, mut flags) = git_identity(&manifest_dir);
+    if std::env::var_os("CARGO_FEATURE_BROKEN_DETECTOR").is_some() {
+        flags |= driver_core::telemetry::id_flags::TEST_BUILD;
+    }
 
     // Build id: everything that went into this ELF. The core hash, this crate's sources and
     // lock file, the target, the profile and the compiler.
@@ -60,6 +63,11 @@ fn main() {
         build.update(key.as_bytes());
         build.update(std::env::var(key).unwrap_or_default().as_bytes());
     }
+    let mut features: Vec<String> = std::env::vars()
+        .filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(str::to_owned))
+        .collect();
+    features.sort();
+    build.update(features.join(",").as_bytes());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let rustc_version = Command::new(&rustc)
         .arg("-vV")

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the board firmware ELF on any machine and prints its path.
 #
-#   firmware-under-test/board/build.sh [--release|--debug]   (default --release)
+#   firmware-under-test/board/build.sh [--release|--debug] [--broken-detector]
+#
+# --broken-detector builds the test-only firmware with the breakthrough detector disabled
+# (marked as a test build in its identity) into a separate target directory, so it can never
+# overwrite the real ELF: target/test-broken-detector/thumbv7m-none-eabi/<profile>/iohil-board.
 #
 # Picks the toolchain by itself:
 #   1. rustup with the thumbv7m-none-eabi target installed: plain `cargo build --target`;
@@ -13,24 +17,30 @@ set -euo pipefail
 cd "$(dirname "$0")"
 TARGET=thumbv7m-none-eabi
 PROFILE=release
-case "${1:-}" in
-    ""|--release) ;;
-    --debug) PROFILE=debug ;;
-    *) echo "usage: $0 [--release|--debug]" >&2; exit 2 ;;
-esac
+TARGET_DIR=target
+feature_flag=()
+for arg in "$@"; do
+    case "$arg" in
+        --release) PROFILE=release ;;
+        --debug) PROFILE=debug ;;
+        --broken-detector) TARGET_DIR=target/test-broken-detector; feature_flag=(--features broken-detector) ;;
+        *) echo "usage: $0 [--release|--debug] [--broken-detector]" >&2; exit 2 ;;
+    esac
+done
 profile_flag=()
 [ "$PROFILE" = release ] && profile_flag=(--release)
+export CARGO_TARGET_DIR="$PWD/$TARGET_DIR"
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     echo "iohil-board: rustup toolchain with $TARGET" >&2
-    cargo build --locked "${profile_flag[@]}" --target "$TARGET"
+    cargo build --locked "${profile_flag[@]}" "${feature_flag[@]}" --target "$TARGET"
 elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library/core ] \
     && command -v arm-none-eabi-ld >/dev/null 2>&1; then
     echo "iohil-board: Debian toolchain ($(/usr/bin/rustc --version)) with -Zbuild-std=core" >&2
     # The rustup proxies must not pick the host-only toolchain for this build.
     env -u RUSTUP_TOOLCHAIN RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
         CARGO_TARGET_THUMBV7M_NONE_EABI_LINKER=arm-none-eabi-ld \
-        /usr/bin/cargo build --locked "${profile_flag[@]}" --target "$TARGET" -Zbuild-std=core
+        /usr/bin/cargo build --locked "${profile_flag[@]}" "${feature_flag[@]}" --target "$TARGET" -Zbuild-std=core
 else
     cat >&2 <<'MSG'
 error: no toolchain can build for thumbv7m-none-eabi on this machine.
@@ -39,4 +49,4 @@ hint: either `rustup target add thumbv7m-none-eabi`, or (Debian 12)
 MSG
     exit 2
 fi
-echo "$PWD/target/$TARGET/$PROFILE/iohil-board"
+echo "$CARGO_TARGET_DIR/$TARGET/$PROFILE/iohil-board"

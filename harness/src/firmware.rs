@@ -414,11 +414,7 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8], chip: &str) -> Result<ElfReport,
         },
     });
 
-    let record = file
-        .section_by_name(ID_SECTION)
-        .and_then(|s| s.data().ok())
-        .and_then(|d| <&[u8; IDENT_LEN]>::try_from(d).ok())
-        .and_then(FirmwareId::from_bytes);
+    let record = identity_record(&file);
     let identity = record.as_ref().map(Identity::from_record);
     checks.push(Check {
         name: "firmware identity record present",
@@ -429,6 +425,17 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8], chip: &str) -> Result<ElfReport,
                 id.firmware_version, id.git_commit, id.build_id
             ),
             None => format!("section {ID_SECTION} missing, wrong size or bad magic"),
+        },
+    });
+    checks.push(Check {
+        name: "not a test build",
+        passed: record.is_some_and(|r| r.flags & id_flags::TEST_BUILD == 0),
+        detail: match record {
+            Some(r) if r.flags & id_flags::TEST_BUILD != 0 => {
+                "built with a test-only feature (deliberately broken): never flash it".to_owned()
+            }
+            Some(_) => "release feature set".to_owned(),
+            None => "no identity record".to_owned(),
         },
     });
     checks.push(match &identity {
@@ -464,7 +471,19 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8], chip: &str) -> Result<ElfReport,
 }
 
 /// The load address of the segment whose virtual address is `vaddr` (an ELF's `.data` is
-/// linked in RAM and loaded from flash).
+/// linked in RAM and loaded from flash); `vaddr` itself when no program header says otherwise.
+pub fn load_address(file: &object::File<'_>, vaddr: u64) -> u64 {
+    physical_address(file, vaddr).unwrap_or(vaddr)
+}
+
+/// The firmware identity record of an ELF (section [`ID_SECTION`]), if present and valid.
+pub fn identity_record(file: &object::File<'_>) -> Option<FirmwareId> {
+    file.section_by_name(ID_SECTION)
+        .and_then(|s| s.data().ok())
+        .and_then(|d| <&[u8; IDENT_LEN]>::try_from(d).ok())
+        .and_then(FirmwareId::from_bytes)
+}
+
 fn physical_address(file: &object::File<'_>, vaddr: u64) -> Option<u64> {
     let object::File::Elf32(elf) = file else {
         return None;

@@ -127,9 +127,15 @@ fn each_damage_fails_its_own_check() {
         failed(&no_id),
         vec![
             "firmware identity record present",
+            "not a test build",
             "driver-core in the ELF is the source the sim rig runs"
         ]
     );
+
+    // A test build (flag set in the identity record).
+    let mut test_build = original.clone();
+    test_build[id.start + 60] |= driver_core::telemetry::id_flags::TEST_BUILD;
+    assert_eq!(failed(&test_build), vec!["not a test build"]);
 
     // No RTT control block symbol.
     let mut no_rtt = original.clone();

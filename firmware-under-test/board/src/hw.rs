@@ -156,7 +156,10 @@ pub fn init_pwm() {
     tim1::RCR.write(PERIODS_PER_TICK - 1);
     tim1::CCR1.write(0);
     tim1::CCR4.write(PWM_PERIOD_COUNTS / 2);
-    tim1::CCMR1.write((tim1::OCM_PWM1 << 4) | (1 << 3));
+    // CH1 compare preload OFF: a new duty (above all the brake's 0) takes effect at once. With
+    // preload on it would wait for the next update event, which the repetition counter makes
+    // a whole control tick (1 ms) away.
+    tim1::CCMR1.write(tim1::OCM_PWM1 << 4);
     tim1::CCMR2.write((tim1::OCM_PWM1 << 12) | (1 << 11));
     tim1::CCER.write(tim1::CCER_CC1E | tim1::CCER_CC1NE);
     // Off-state: outputs driven to their idle level (low, gates off) while MOE is clear.

@@ -40,6 +40,15 @@ include!(concat!(env!("OUT_DIR"), "/firmware_id.rs"));
 #[link_section = ".iohil_id"]
 pub static IOHIL_FIRMWARE_ID: [u8; IDENT_LEN] = FIRMWARE_ID.to_bytes();
 
+/// The controller tuning: the shipped one, or (test builds only) one that never detects the pop.
+#[cfg(not(feature = "broken-detector"))]
+const CONFIG: Config = Config::DEFAULT;
+#[cfg(feature = "broken-detector")]
+const CONFIG: Config = Config {
+    detection_enabled: false,
+    ..Config::DEFAULT
+};
+
 /// ADC readings accumulated over the current tick.
 #[derive(Clone, Copy, Default)]
 struct Accumulator {
@@ -134,7 +143,7 @@ fn main() -> ! {
     // SAFETY: the control interrupt is not yet enabled; this is the only access.
     unsafe {
         *CONTROL.0.get() = Some(Control {
-            controller: Controller::new(Config::DEFAULT),
+            controller: Controller::new(CONFIG),
             telemetry: telemetry_channel,
             log,
             sticky_faults,

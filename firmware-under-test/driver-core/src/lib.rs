@@ -140,6 +140,20 @@ pub enum State {
 }
 
 impl State {
+    /// The state with this telemetry value.
+    pub const fn from_u8(value: u8) -> Option<State> {
+        match value {
+            0 => Some(State::Idle),
+            1 => Some(State::Blanking),
+            2 => Some(State::SoftTissue),
+            3 => Some(State::Cortex),
+            4 => Some(State::Braking),
+            5 => Some(State::Done),
+            6 => Some(State::Fault),
+            _ => None,
+        }
+    }
+
     /// Stable lower-case name, for logs and reports.
     pub const fn name(self) -> &'static str {
         match self {
@@ -179,6 +193,19 @@ impl StopReason {
             self,
             StopReason::Stall | StopReason::OverTime | StopReason::LowBattery
         )
+    }
+
+    /// The stop reason with this telemetry value (0 is "none", so `None`).
+    pub const fn from_u8(value: u8) -> Option<StopReason> {
+        match value {
+            1 => Some(StopReason::Breakthrough),
+            2 => Some(StopReason::MissedPop),
+            3 => Some(StopReason::TriggerReleased),
+            4 => Some(StopReason::Stall),
+            5 => Some(StopReason::OverTime),
+            6 => Some(StopReason::LowBattery),
+            _ => None,
+        }
     }
 
     /// Stable lower-case name.

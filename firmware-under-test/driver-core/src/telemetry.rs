@@ -178,7 +178,7 @@ impl FaultKind {
 /// | 8 | 16 | firmware (board crate) version, ASCII, NUL-padded |
 /// | 24 | 16 | driver-core version, ASCII, NUL-padded |
 /// | 40 | 20 | git commit (SHA-1), all zero when unknown |
-/// | 60 | 1 | flags: bit 0 working tree had uncommitted changes, bit 1 commit unknown |
+/// | 60 | 1 | flags: bit 0 working tree had uncommitted changes, bit 1 commit unknown, bit 2 test build |
 /// | 61 | 3 | reserved, 0 |
 /// | 64 | 32 | SHA-256 of the driver-core sources compiled in (see the board's build script) |
 /// | 96 | 16 | build id: the first 16 bytes of the SHA-256 of every firmware input |
@@ -204,6 +204,9 @@ pub mod id_flags {
     pub const DIRTY: u8 = 1 << 0;
     /// Not built from a git checkout: the commit is unknown.
     pub const COMMIT_UNKNOWN: u8 = 1 << 1;
+    /// Built with a test-only feature (e.g. a deliberately broken detector): never to be
+    /// flashed on a device; `iohil flash --dry-run` fails it.
+    pub const TEST_BUILD: u8 = 1 << 2;
 }
 
 impl FirmwareId {

@@ -480,3 +480,31 @@ mod telemetry_format {
         assert_eq!(sensing::mean_current_ma(100, 0), 0);
     }
 }
+
+#[test]
+fn telemetry_codes_round_trip() {
+    for state in [
+        State::Idle,
+        State::Blanking,
+        State::SoftTissue,
+        State::Cortex,
+        State::Braking,
+        State::Done,
+        State::Fault,
+    ] {
+        assert_eq!(State::from_u8(state as u8), Some(state));
+    }
+    assert_eq!(State::from_u8(7), None);
+    for reason in [
+        StopReason::Breakthrough,
+        StopReason::MissedPop,
+        StopReason::TriggerReleased,
+        StopReason::Stall,
+        StopReason::OverTime,
+        StopReason::LowBattery,
+    ] {
+        assert_eq!(StopReason::from_u8(reason as u8), Some(reason));
+    }
+    assert_eq!(StopReason::from_u8(0), None);
+    assert_eq!(StopReason::from_u8(7), None);
+}

@@ -1,18 +1,15 @@
 //! The `sim` rig: the firmware's control core compiled for the host, stepped in lockstep with
 //! the plant model in virtual time. Deterministic: a scenario and a seed give the same trace.
 
-use driver_core::{event, sensing, Config, Controller, Inputs, Outputs, State, TICK_HZ};
+use driver_core::{sensing, Config, Controller, Inputs, TICK_HZ};
 
+use super::record::TickRecorder;
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::plant::{DriveCommand, Plant, ADC_SAMPLE_PERIOD_S, DEFAULT_STEP_S};
 use crate::scenario::Scenario;
-use crate::trace::{
-    EventSource, FirmwareIdentity, Samples, Trace, TraceEvent, TRACE_FORMAT_VERSION,
-};
+use crate::trace::{FirmwareIdentity, Trace, TRACE_FORMAT_VERSION};
 
-/// After the firmware has stopped the motor and the shaft is at rest, the trial runs on this
-/// long (to catch an unwanted restart), then ends early, s.
-pub const SETTLE_AFTER_STOP_S: f64 = 0.5;
+pub use super::record::{FIRMWARE_EVENT_NAMES, SETTLE_AFTER_STOP_S};
 
 /// The simulated rig.
 #[derive(Debug, Clone)]
@@ -81,21 +78,14 @@ impl Rig for SimRig {
         }
         let steps_per_tick = steps_per_tick as u64;
         let steps_per_adc = steps_per_adc as u64;
+        // The board samples at mid-PWM-period (TIM1 CH4 compare at half the period).
+        let adc_phase = steps_per_adc / 2;
         let seed = trial_seed(scenario.seed, trial);
         let mut plant = Plant::new(scenario, seed, self.step_s);
         let mut controller = Controller::new(self.config);
         let ticks = (scenario.duration_s * f64::from(TICK_HZ)).round() as u64;
-        let last_trigger_change = scenario
-            .operator
-            .release_s
-            .unwrap_or(scenario.operator.press_s)
-            .max(scenario.operator.press_s);
-
-        let mut samples = Samples::default();
-        let mut events = Vec::new();
+        let mut recorder = TickRecorder::new(scenario);
         let mut command = DriveCommand::default();
-        let mut previous_state = controller.state();
-        let mut motor_off_at: Option<f64> = None;
         for tick in 1..=ticks {
             let mut current_sum = 0u32;
             let mut voltage_sum = 0u32;
@@ -104,7 +94,7 @@ impl Rig for SimRig {
             for step in 1..=steps_per_tick {
                 plant.step(command);
                 true_current_sum += plant.current_a();
-                if step % steps_per_adc == 0 {
+                if step % steps_per_adc == adc_phase {
                     current_sum += u32::from(plant.sample_current_counts());
                     voltage_sum += u32::from(plant.sample_voltage_counts());
                     adc_samples += 1;
@@ -126,53 +116,14 @@ impl Rig for SimRig {
                 duty: f64::from(outputs.duty_permille) / f64::from(driver_core::DUTY_FULL_SCALE),
                 brake: outputs.brake,
             };
-            record_firmware_events(&mut events, t, &outputs, previous_state);
-            previous_state = outputs.state;
-            if outputs.events & event::MOTOR_OFF != 0 {
-                motor_off_at = Some(t);
-            }
-            if outputs.events & event::STARTED != 0 {
-                motor_off_at = None;
-            }
-            samples.t_s.push(t);
-            samples.depth_mm.push(plant.depth_mm());
-            samples.speed_rpm.push(plant.output_speed_rpm());
-            samples.revolutions.push(plant.output_revolutions());
-            samples.load_torque_nmm.push(plant.load_torque_nmm());
-            samples
-                .current_a
-                .push(true_current_sum / steps_per_tick as f64);
-            samples.battery_v.push(plant.terminal_v());
-            samples.push_n.push(plant.push_n());
-            samples.trigger.push(trigger);
-            samples.measured_current_ma.push(inputs.motor_current_ma);
-            samples.measured_battery_mv.push(inputs.battery_mv);
-            samples.duty_permille.push(outputs.duty_permille);
-            samples.brake.push(outputs.brake);
-            samples.state.push(outputs.state as u8);
-
-            let at_rest = plant.output_speed_rpm() == 0.0;
-            let settled = motor_off_at.is_some_and(|off| t - off >= SETTLE_AFTER_STOP_S);
-            if at_rest && settled && t > last_trigger_change + SETTLE_AFTER_STOP_S {
+            let true_current = true_current_sum / steps_per_tick as f64;
+            recorder.record(t, &plant, true_current, trigger, &inputs, &outputs);
+            if recorder.settled(t, &plant) {
                 break;
             }
         }
         let truth = plant.ground_truth();
-        for (kind, time) in [
-            ("cortex_contact", truth.cortex_contact_s),
-            ("t_bt", truth.t_bt_s),
-            ("far_cortex_contact", truth.far_contact_s),
-        ] {
-            if let Some(t_s) = time {
-                events.push(TraceEvent {
-                    t_s,
-                    source: EventSource::Plant,
-                    kind: kind.to_owned(),
-                    detail: None,
-                });
-            }
-        }
-        events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let (samples, events) = recorder.finish(&plant);
         Ok(Trace {
             format_version: TRACE_FORMAT_VERSION,
             scenario_id: scenario.id.clone(),
@@ -187,49 +138,5 @@ impl Rig for SimRig {
             truth,
             anomalies: Vec::new(),
         })
-    }
-}
-
-/// Firmware event bits and their names in traces.
-pub const FIRMWARE_EVENT_NAMES: &[(u16, &str)] = &[
-    (event::STARTED, "started"),
-    (event::BLANKING_DONE, "blanking_done"),
-    (event::ARMED, "armed"),
-    (event::BREAKTHROUGH, "breakthrough"),
-    (event::MISSED_POP, "missed_pop"),
-    (event::MOTOR_OFF, "motor_off"),
-    (event::TRIGGER_RELEASED, "trigger_released"),
-    (event::FAULT, "fault"),
-    (event::LOW_BATTERY_WARNING, "low_battery_warning"),
-    (event::DONE, "done"),
-];
-
-fn record_firmware_events(
-    events: &mut Vec<TraceEvent>,
-    t_s: f64,
-    outputs: &Outputs,
-    previous: State,
-) {
-    for (bit, name) in FIRMWARE_EVENT_NAMES {
-        if outputs.events & bit != 0 {
-            let detail = match *bit {
-                event::MOTOR_OFF | event::FAULT => outputs.stop_reason.map(|r| r.name().to_owned()),
-                _ => None,
-            };
-            events.push(TraceEvent {
-                t_s,
-                source: EventSource::Firmware,
-                kind: (*name).to_owned(),
-                detail,
-            });
-        }
-    }
-    if outputs.state != previous {
-        events.push(TraceEvent {
-            t_s,
-            source: EventSource::Firmware,
-            kind: "state".to_owned(),
-            detail: Some(outputs.state.name().to_owned()),
-        });
     }
 }

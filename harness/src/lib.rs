@@ -7,6 +7,7 @@
 //! disk, console tables).
 
 pub mod baseline;
+pub mod bench;
 pub mod firmware;
 pub mod fuzz;
 pub mod plant;

@@ -32,9 +32,14 @@ enum Command {
         /// Scenario files or directories (searched recursively for *.yaml).
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
-        /// Rig to run on.
+        /// Rig to run on: `sim` (the control core on the host) or `emu` (the board ELF in an
+        /// instruction-set emulator).
         #[arg(long, default_value = "sim", value_parser = clap::builder::PossibleValuesParser::new(RIG_KINDS))]
         rig: String,
+        /// Board firmware ELF for `--rig emu` (default: the release build of
+        /// firmware-under-test/board/build.sh).
+        #[arg(long)]
+        elf: Option<PathBuf>,
         #[command(flatten)]
         evidence: EvidenceArgs,
         /// Do not show a progress bar.
@@ -116,6 +121,21 @@ enum Command {
         #[arg(long)]
         results: bool,
     },
+    /// Measure speed: each benchmark's measured value, target and ratio, in one run.
+    ///
+    /// Exit codes: 0 printed (with --check: every target met), 1 with --check a target missed,
+    /// 2 a benchmark could not run (e.g. no ELF for `emu`).
+    Bench {
+        /// Only these benchmarks (`sim`, `emu`); default all.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Board firmware ELF for the `emu` benchmark.
+        #[arg(long, default_value = iohil::firmware::DEFAULT_ELF)]
+        elf: PathBuf,
+        /// Exit 1 when a target is missed.
+        #[arg(long)]
+        check: bool,
+    },
     /// Regenerate report.html, junit.xml, summary.md, report.json and manifest.json of a run
     /// directory from its stored evidence.
     ///
@@ -192,6 +212,7 @@ fn main() -> ExitCode {
         Command::Run {
             paths,
             rig,
+            elf,
             evidence,
             no_progress,
             baseline,
@@ -203,7 +224,7 @@ fn main() -> ExitCode {
                 tolerances,
                 informational,
             });
-            run(paths, &rig, evidence, no_progress, baseline)
+            run(paths, &rig, elf, evidence, no_progress, baseline)
         }
         Command::Baseline(BaselineCommand::Accept {
             run,
@@ -256,6 +277,24 @@ fn main() -> ExitCode {
             }
         }
         Command::Verify { run_dir } => verify(&run_dir),
+        Command::Bench { only, elf, check } => {
+            for name in &only {
+                if !["sim", "emu"].contains(&name.as_str()) {
+                    eprintln!("error: unknown benchmark `{name}` (available: sim, emu)");
+                    return ExitCode::from(2);
+                }
+            }
+            match iohil::bench::run(std::path::Path::new("."), &elf, &only) {
+                Ok(results) => {
+                    print!("{}", iohil::bench::table(&results));
+                    i32::from(check && !results.iter().all(|r| r.met()))
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    EXIT_USAGE
+                }
+            }
+        }
         Command::Flash {
             elf,
             chip,
@@ -619,6 +658,7 @@ fn git_user_name() -> Option<String> {
 fn run(
     paths: Vec<PathBuf>,
     rig_kind: &str,
+    elf: Option<PathBuf>,
     evidence: EvidenceArgs,
     no_progress: bool,
     baseline: Option<BaselineOptions>,
@@ -643,8 +683,31 @@ fn run(
             return EXIT_USAGE;
         }
     };
-    let mut rig = match rig_kind {
-        "sim" => SimRig::default(),
+    if elf.is_some() && rig_kind != "emu" {
+        eprintln!("error: --elf is for --rig emu (the {rig_kind} rig runs no ELF)");
+        return EXIT_USAGE;
+    }
+    let mut rig: Box<dyn iohil::rig::Rig> = match rig_kind {
+        "sim" => Box::new(SimRig::default()),
+        "emu" => {
+            let path = elf.unwrap_or_else(|| PathBuf::from(iohil::firmware::DEFAULT_ELF));
+            match iohil::rig::EmuRig::load(&path) {
+                Ok(rig) => {
+                    if rig.image.test_build {
+                        eprintln!(
+                            "warning: {} is a test build (deliberately broken), not the shipped firmware",
+                            path.display()
+                        );
+                    }
+                    Box::new(rig)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    eprintln!("nothing was run");
+                    return EXIT_USAGE;
+                }
+            }
+        }
         other => {
             eprintln!(
                 "error: rig `{other}` is not available in this build (available: {})",
@@ -672,7 +735,7 @@ fn run(
         reports_dir: evidence.reports,
         run_id: evidence.run_id,
     };
-    let outcome = run_suite(&suite, &mut rig, &options, |scenario, trial| {
+    let outcome = run_suite(&suite, rig.as_mut(), &options, |scenario, trial| {
         progress.inc(1);
         progress.set_message(scenario.id.clone());
         if trial.trial + 1 == scenario.trials_planned {

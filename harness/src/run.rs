@@ -302,6 +302,8 @@ pub const STATISTIC_METRICS: &[(&str, MetricAccessor)] = &[
     ("cortex_torque_nmm", |m| m.cortex_torque_nmm),
     ("time_in_cortex_s", |m| m.time_in_cortex_s),
     ("torque_drop_pct", |m| m.torque_drop_pct),
+    ("control_isr_cycles_max", |m| m.control_isr_cycles_max),
+    ("control_isr_cycles_p99", |m| m.control_isr_cycles_p99),
 ];
 
 /// Runs every trial of every scenario of `suite` on `rig`, writing evidence as it goes.

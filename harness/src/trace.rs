@@ -69,6 +69,10 @@ pub struct Samples {
     pub brake: Vec<bool>,
     /// Firmware state code.
     pub state: Vec<u8>,
+    /// CPU cycles of the firmware's previous control interrupt, as its telemetry reports them
+    /// (rigs that run the board firmware; empty on `sim`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isr_cycles: Vec<u32>,
 }
 
 impl Samples {

@@ -90,6 +90,13 @@ pub struct Measurements {
     pub final_depth_mm: f64,
     /// Depth of the inner surface of the near cortex, mm.
     pub inner_surface_mm: f64,
+    /// Longest control interrupt of the trial, CPU cycles, as the firmware's telemetry reports
+    /// it (rigs that run the board firmware; `None` on `sim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_isr_cycles_max: Option<f64>,
+    /// 99th percentile (nearest rank) of the control interrupt's cycles over the trial's ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_isr_cycles_p99: Option<f64>,
 }
 
 /// One requirement's verdict for one trial or one scenario.
@@ -140,6 +147,8 @@ pub fn measure(trace: &Trace, stopped_fraction: f64) -> Measurements {
         longest_run_s: longest_run_s(trace),
         final_depth_mm: s.depth_mm.last().copied().unwrap_or(0.0),
         inner_surface_mm: trace.truth.inner_surface_mm,
+        control_isr_cycles_max: isr_cycles(trace, 1.0),
+        control_isr_cycles_p99: isr_cycles(trace, 0.99),
         ..Measurements::default()
     };
     if let (Some(off), Some(bt)) = (motor_off, t_bt) {
@@ -270,6 +279,24 @@ fn limit(req: &Requirement, name: &str) -> Result<f64, String> {
         .get(name)
         .map(|l| l.value)
         .ok_or_else(|| format!("requirements file gives no limit `{name}` for {}", req.id))
+}
+
+/// The `quantile` (nearest rank) of the control interrupt cycles the firmware reported; the
+/// first tick reports 0 (no previous interrupt) and is left out.
+fn isr_cycles(trace: &Trace, quantile: f64) -> Option<f64> {
+    let mut cycles: Vec<u32> = trace
+        .samples
+        .isr_cycles
+        .iter()
+        .copied()
+        .filter(|c| *c > 0)
+        .collect();
+    if cycles.is_empty() {
+        return None;
+    }
+    cycles.sort_unstable();
+    let rank = ((quantile * cycles.len() as f64).ceil() as usize).clamp(1, cycles.len());
+    Some(f64::from(cycles[rank - 1]))
 }
 
 fn verdict(

@@ -105,10 +105,15 @@ pub fn render(report: &Report) -> String {
             cell(&report.anomalies[0].cause)
         ));
     }
-    md.push_str(
-        "Full report: `report.html`; machine-readable: `results.json`, `report.json`; \
-         integrity: `iohil verify <run-dir>`.\n",
-    );
+    md.push_str(&format!(
+        "Full report: `report.html`; machine-readable: `{}`, `report.json`; integrity: \
+         `iohil verify <run-dir>`.\n",
+        if report.scenarios.is_empty() && report.fuzz.is_some() {
+            "fuzz.json"
+        } else {
+            "results.json"
+        }
+    ));
     md
 }
 

@@ -53,6 +53,14 @@ pub fn metric_label(metric: &str) -> (&'static str, &'static str) {
         "cortex_torque_nmm" => ("cortex torque", "N*mm"),
         "time_in_cortex_s" => ("time in cortex", "s"),
         "torque_drop_pct" => ("torque drop at breakthrough", "%"),
+        "control_isr_cycles_max" => (
+            "control interrupt CPU time, longest of the trial (budget: 170 000 cycles per 1 ms tick at 170 MHz)",
+            "cycles",
+        ),
+        "control_isr_cycles_p99" => (
+            "control interrupt CPU time, P99 over the trial's ticks (budget: 170 000 cycles)",
+            "cycles",
+        ),
         _ => ("", ""),
     }
 }

@@ -4,6 +4,8 @@
 //! This module owns the trait and the rig registry. Physics lives in [`crate::plant`],
 //! requirement checks in [`crate::verdict`].
 
+pub mod emu;
+pub mod record;
 pub mod sim;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::scenario::Scenario;
 use crate::trace::{FirmwareIdentity, Trace};
 
+pub use emu::EmuRig;
 pub use sim::SimRig;
 
 /// What a rig says about itself for the report.
@@ -51,7 +54,7 @@ pub trait Rig {
 }
 
 /// Rig kinds the command line accepts.
-pub const RIG_KINDS: &[&str] = &["sim"];
+pub const RIG_KINDS: &[&str] = &["sim", "emu"];
 
 /// Seed of trial `trial` of a scenario with base seed `seed`.
 pub fn trial_seed(seed: u64, trial: u32) -> u64 {

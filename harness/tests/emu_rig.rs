@@ -207,6 +207,23 @@ fn an_unmodelled_register_stops_the_trial_with_address_and_pc() {
 }
 
 #[test]
+fn a_hung_control_tick_is_caught_by_the_watchdog_model() {
+    let Some(path) = shipped_elf() else { return };
+    let mut emu = EmuRig::load(&path).expect("ELF");
+    emu.hang_control_at_s = Some(0.2);
+    let (_dir, results) = run(&mut emu, "scenarios/reference/adult-proximal-tibia.yaml");
+    let anomaly = results.scenarios[0].trials[0].anomalies.join("; ");
+    // The firmware refreshes at every tick; the last one ran at 199 ms, the 15 ms timeout
+    // expires between the events at 214 and 215 ms.
+    assert!(anomaly.contains("independent watchdog reset"), "{anomaly}");
+    assert!(anomaly.contains("timeout 15.0 ms"), "{anomaly}");
+    assert!(
+        anomaly.starts_with("at t = 0.214") || anomaly.starts_with("at t = 0.215"),
+        "{anomaly}"
+    );
+}
+
+#[test]
 fn emu_without_an_elf_is_a_usage_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_iohil"))
         .args([

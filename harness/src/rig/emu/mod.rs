@@ -172,6 +172,9 @@ pub struct EmuRig {
     pub step_s: f64,
     /// Test knob: leave this register out of the peripheral model.
     pub unmodelled: Option<u32>,
+    /// Test knob: from this time on, s, the control interrupt is no longer raised (as if the
+    /// firmware's tick had hung), so that the watchdog model has to catch it.
+    pub hang_control_at_s: Option<f64>,
 }
 
 impl EmuRig {
@@ -181,6 +184,7 @@ impl EmuRig {
             image: FirmwareImage::load(path)?,
             step_s: DEFAULT_STEP_S,
             unmodelled: None,
+            hang_control_at_s: None,
         })
     }
 
@@ -248,6 +252,7 @@ impl Rig for EmuRig {
             updates: 0,
             isr_cycles: Vec::new(),
             id_record: self.image.id_record,
+            hang_control_at_s: self.hang_control_at_s,
         };
         run.execute(&mut machine, &mut plant, scenario, self.step_s);
         let truth = plant.ground_truth();
@@ -288,6 +293,7 @@ struct TrialRun {
     updates: u32,
     isr_cycles: Vec<u32>,
     id_record: Option<FirmwareId>,
+    hang_control_at_s: Option<f64>,
 }
 
 impl TrialRun {
@@ -341,7 +347,11 @@ impl TrialRun {
                 let is_update = next_update < next_cc4;
                 let result = if is_update {
                     next_update += period * periods_per_update;
-                    self.update_event(m)
+                    if self.hang_control_at_s.is_some_and(|h| t >= h) {
+                        Ok(0)
+                    } else {
+                        self.update_event(m)
+                    }
                 } else {
                     next_cc4 += period;
                     self.adc_conversion(m, plant)

@@ -35,7 +35,9 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("hash driver-core sources: {e}")));
 
     let (commit, mut flags) = git_identity(&manifest_dir);
-    if std::env::var_os("CARGO_FEATURE_BROKEN_DETECTOR").is_some() {
+    if std::env::var_os("CARGO_FEATURE_BROKEN_DETECTOR").is_some()
+        || std::env::var_os("CARGO_FEATURE_TEST_PANIC").is_some()
+    {
         flags |= driver_core::telemetry::id_flags::TEST_BUILD;
     }
 

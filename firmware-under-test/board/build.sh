@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the board firmware ELF on any machine and prints its path.
 #
-#   firmware-under-test/board/build.sh [--release|--debug] [--broken-detector]
+#   firmware-under-test/board/build.sh [--release|--debug] [--broken-detector|--test-panic]
 #
-# --broken-detector builds the test-only firmware with the breakthrough detector disabled
-# (marked as a test build in its identity) into a separate target directory, so it can never
-# overwrite the real ELF: target/test-broken-detector/thumbv7m-none-eabi/<profile>/iohil-board.
+# --broken-detector (detector disabled) and --test-panic (a deliberate panic in the control
+# tick at 300 ms) build test-only firmware, marked as a test build in its identity, in a
+# separate target directory so it can never overwrite the real ELF, and copy it to
+# target/test-builds/iohil-board-<feature>-<profile>.elf.
 #
 # Picks the toolchain by itself:
 #   1. rustup with the thumbv7m-none-eabi target installed: plain `cargo build --target`;
@@ -18,17 +19,23 @@ cd "$(dirname "$0")"
 TARGET=thumbv7m-none-eabi
 PROFILE=release
 TARGET_DIR=target
+feature=""
 feature_flag=()
 for arg in "$@"; do
     case "$arg" in
         --release) PROFILE=release ;;
         --debug) PROFILE=debug ;;
-        --broken-detector) TARGET_DIR=target/test-broken-detector; feature_flag=(--features broken-detector) ;;
-        *) echo "usage: $0 [--release|--debug] [--broken-detector]" >&2; exit 2 ;;
+        --broken-detector) feature=broken-detector ;;
+        --test-panic) feature=test-panic ;;
+        *) echo "usage: $0 [--release|--debug] [--broken-detector|--test-panic]" >&2; exit 2 ;;
     esac
 done
 profile_flag=()
 [ "$PROFILE" = release ] && profile_flag=(--release)
+if [ -n "$feature" ]; then
+    TARGET_DIR=target/test-builds
+    feature_flag=(--features "$feature")
+fi
 export CARGO_TARGET_DIR="$PWD/$TARGET_DIR"
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
@@ -49,4 +56,9 @@ hint: either `rustup target add thumbv7m-none-eabi`, or (Debian 12)
 MSG
     exit 2
 fi
-echo "$CARGO_TARGET_DIR/$TARGET/$PROFILE/iohil-board"
+elf="$CARGO_TARGET_DIR/$TARGET/$PROFILE/iohil-board"
+if [ -n "$feature" ]; then
+    cp "$elf" "$CARGO_TARGET_DIR/iohil-board-$feature-$PROFILE.elf"
+    elf="$CARGO_TARGET_DIR/iohil-board-$feature-$PROFILE.elf"
+fi
+echo "$elf"

@@ -126,6 +126,10 @@ pub struct Trace {
     pub truth: GroundTruth,
     /// Rig anomalies (lost samples, link faults); any makes the trial's verdicts INCONCLUSIVE.
     pub anomalies: Vec<String>,
+    /// Faults the firmware itself recorded (panic, HardFault: its fault record or fault frame);
+    /// any makes every verdict of the trial FAIL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firmware_faults: Vec<String>,
 }
 
 impl Trace {

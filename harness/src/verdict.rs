@@ -364,6 +364,16 @@ pub fn evaluate_trial(
                 detail: format!("requirement {id} is not in the requirements file"),
             },
             Some(req) => {
+                if !trace.firmware_faults.is_empty() {
+                    return verdict(
+                        req,
+                        Verdict::Fail,
+                        None,
+                        "",
+                        None,
+                        format!("firmware fault: {}", trace.firmware_faults.join("; ")),
+                    );
+                }
                 if !trace.anomalies.is_empty() {
                     return inconclusive(
                         req,

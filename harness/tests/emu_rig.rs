@@ -1,8 +1,8 @@
 //! The `emu` rig: the board ELF in the instruction-set emulator, against the `sim` rig.
 //!
 //! The ELF tests use `IOHIL_BOARD_ELF` (default: the release build of
-//! `firmware-under-test/board/build.sh`) and `IOHIL_BOARD_ELF_BROKEN` (default: the
-//! `--broken-detector` test build). Without them they say `skipped` and return, unless
+//! `firmware-under-test/board/build.sh`), `IOHIL_BOARD_ELF_BROKEN` and `IOHIL_BOARD_ELF_PANIC`
+//! (default: the `--broken-detector` and `--test-panic` test builds). Without them they say `skipped` and return, unless
 //! `IOHIL_REQUIRE_BOARD_ELF=1` (set by `.ci/run`, which builds both first).
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ fn shipped_elf() -> Option<PathBuf> {
 fn broken_elf() -> Option<PathBuf> {
     elf(
         "IOHIL_BOARD_ELF_BROKEN",
-        "firmware-under-test/board/target/test-broken-detector/thumbv7m-none-eabi/release/iohil-board",
+        "firmware-under-test/board/target/test-builds/iohil-board-broken-detector-release.elf",
     )
 }
 
@@ -204,6 +204,38 @@ fn an_unmodelled_register_stops_the_trial_with_address_and_pc() {
         .verdicts
         .iter()
         .all(|v| v.verdict == Verdict::Inconclusive));
+}
+
+#[test]
+fn a_firmware_panic_is_a_fail_with_its_fault_record() {
+    let Some(path) = elf(
+        "IOHIL_BOARD_ELF_PANIC",
+        "firmware-under-test/board/target/test-builds/iohil-board-test-panic-release.elf",
+    ) else {
+        return;
+    };
+    let mut emu = EmuRig::load(&path).expect("ELF");
+    let (dir, results) = run(&mut emu, "scenarios/reference/adult-proximal-tibia.yaml");
+    let trial = &results.scenarios[0].trials[0];
+    let t = trace(&dir, &trial.trace_file);
+    // The fault path ran on the emulated MCU: drive off, record written with the tick.
+    assert_eq!(
+        t.firmware_faults.len(),
+        1,
+        "{:?} / {:?}",
+        t.firmware_faults,
+        t.anomalies
+    );
+    let fault = &t.firmware_faults[0];
+    assert!(
+        fault.starts_with("fault record in RAM: panic at PC"),
+        "{fault}"
+    );
+    assert!(fault.contains("tick 300"), "{fault}");
+    for v in &trial.verdicts {
+        assert_eq!(v.verdict, Verdict::Fail, "{v:?}");
+        assert!(v.detail.starts_with("firmware fault: "), "{v:?}");
+    }
 }
 
 #[test]

@@ -71,32 +71,44 @@ pub fn send_fault_frame(record: &FaultRecord) {
 fn fail(kind: FaultKind, pc: u32, lr: u32, xpsr: u32, line: u32) -> ! {
     cortex_m::interrupt::disable();
     hw::remove_drive();
-    let record = FaultRecord {
+    // First what is known without touching the fault status registers, so that a record
+    // exists even if reading them faults (or, on the emulated rig, is not implemented).
+    let mut record = FaultRecord {
         kind,
         pc,
         lr,
         xpsr,
-        cfsr: scb::CFSR.read(),
-        hfsr: scb::HFSR.read(),
-        mmfar: scb::MMFAR.read(),
-        bfar: scb::BFAR.read(),
+        cfsr: 0,
+        hfsr: 0,
+        mmfar: 0,
+        bfar: 0,
         tick: TICK.load(Ordering::Relaxed),
         line,
     };
-    let bytes = encode_fault_record(&record);
-    // SAFETY: interrupts are off and this function never returns: the only access.
-    unsafe {
-        core::ptr::write_volatile(
-            IOHIL_FAULT_RECORD.0.get().cast::<[u8; FAULT_RECORD_LEN]>(),
-            bytes,
-        )
-    };
+    store(&record);
+    record.cfsr = scb::CFSR.read();
+    record.hfsr = scb::HFSR.read();
+    record.mmfar = scb::MMFAR.read();
+    record.bfar = scb::BFAR.read();
+    store(&record);
     send_fault_frame(&record);
     loop {
         // Keep the gates off (nothing else runs) until the watchdog resets the MCU.
         hw::remove_drive();
         cortex_m::asm::nop();
     }
+}
+
+/// Writes `record` to the RAM that survives a reset.
+fn store(record: &FaultRecord) {
+    let bytes = encode_fault_record(record);
+    // SAFETY: interrupts are off and the caller never returns: the only access.
+    unsafe {
+        core::ptr::write_volatile(
+            IOHIL_FAULT_RECORD.0.get().cast::<[u8; FAULT_RECORD_LEN]>(),
+            bytes,
+        )
+    };
 }
 
 /// A bring-up step failed: never drive, record it (kind `init_failure`, `line` = step).

@@ -198,6 +198,11 @@ pub extern "C" fn control_isr() {
     let tick = TICK.load(Ordering::Relaxed).wrapping_add(1);
     TICK.store(tick, Ordering::Relaxed);
 
+    #[cfg(feature = "test-panic")]
+    if tick == 300 {
+        panic!("test-panic feature: deliberate panic in the control tick");
+    }
+
     let raw_trigger = hw::trigger_pressed();
     if !raw_trigger {
         control.released_since_boot = true;

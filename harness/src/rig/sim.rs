@@ -137,6 +137,7 @@ impl Rig for SimRig {
             events,
             truth,
             anomalies: Vec::new(),
+            firmware_faults: Vec::new(),
         })
     }
 }

@@ -253,6 +253,7 @@ impl Rig for EmuRig {
             isr_cycles: Vec::new(),
             id_record: self.image.id_record,
             hang_control_at_s: self.hang_control_at_s,
+            firmware_faults: Vec::new(),
         };
         run.execute(&mut machine, &mut plant, scenario, self.step_s);
         let truth = plant.ground_truth();
@@ -260,6 +261,7 @@ impl Rig for EmuRig {
             recorder,
             mut anomalies,
             isr_cycles,
+            firmware_faults,
             ..
         } = run;
         let (mut samples, events) = recorder.finish(&plant);
@@ -280,6 +282,7 @@ impl Rig for EmuRig {
             events,
             truth,
             anomalies,
+            firmware_faults,
         })
     }
 }
@@ -294,6 +297,7 @@ struct TrialRun {
     isr_cycles: Vec<u32>,
     id_record: Option<FirmwareId>,
     hang_control_at_s: Option<f64>,
+    firmware_faults: Vec<String>,
 }
 
 impl TrialRun {
@@ -302,6 +306,7 @@ impl TrialRun {
         m.periph.borrow_mut().trigger_pressed = plant.trigger_pressed_at(0.0);
         if let Err(stop) = m.run_to_sleep(BOOT_BUDGET, "boot") {
             self.anomalies.push(stop);
+            self.note_fault_record(m);
             return;
         }
         self.drain(m, 0.0, plant, 0.0);
@@ -360,6 +365,7 @@ impl TrialRun {
                     Ok(used) => used,
                     Err(stop) => {
                         self.anomalies.push(format!("at t = {:.4} s: {stop}", t));
+                        self.note_fault_record(m);
                         return;
                     }
                 };
@@ -538,20 +544,10 @@ impl TrialRun {
                     body: Body::Fault(fault),
                     ..
                 } => {
-                    self.recorder.event(
-                        t,
-                        "fault_record",
-                        Some(format!("{} at pc {:#010x}", fault.kind.name(), fault.pc)),
-                    );
-                    self.anomalies.push(format!(
-                        "firmware fault frame: {} at PC {:#010x} (LR {:#010x}, CFSR {:#010x}, tick {}, line {})",
-                        fault.kind.name(),
-                        fault.pc,
-                        fault.lr,
-                        fault.cfsr,
-                        fault.tick,
-                        fault.line
-                    ));
+                    self.recorder
+                        .event(t, "fault_record", Some(describe_fault(&fault)));
+                    self.firmware_faults
+                        .push(format!("fault frame: {}", describe_fault(&fault)));
                 }
                 TelemetryEvent::Lost { count, .. } => {
                     self.anomalies.push(format!(
@@ -571,16 +567,37 @@ impl TrialRun {
             }
         }
         // A fault record left in RAM (the handler may have stopped the emulator first).
-        if let Some(record) = m.fault_record() {
-            self.anomalies.push(format!(
-                "firmware fault record in RAM: {} at PC {:#010x}",
-                record.kind.name(),
-                record.pc
-            ));
-            return false;
-        }
-        true
+        !self.note_fault_record(m)
     }
+
+    /// Records the firmware's fault record from RAM, if it left one; whether it did.
+    fn note_fault_record(&mut self, m: &Machine) -> bool {
+        match m.fault_record() {
+            Some(record) => {
+                let text = format!("fault record in RAM: {}", describe_fault(&record));
+                if !self.firmware_faults.contains(&text) {
+                    self.firmware_faults.push(text);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A fault record, readable.
+fn describe_fault(f: &driver_core::telemetry::FaultRecord) -> String {
+    format!(
+        "{} at PC {:#010x} (LR {:#010x}, xPSR {:#010x}, CFSR {:#010x}, HFSR {:#010x}, tick {}, line {})",
+        f.kind.name(),
+        f.pc,
+        f.lr,
+        f.xpsr,
+        f.cfsr,
+        f.hfsr,
+        f.tick,
+        f.line
+    )
 }
 
 /// The CPU clock the firmware configured: HSI16 until it switches to the PLL.

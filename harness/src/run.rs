@@ -98,6 +98,9 @@ pub struct TrialResult {
     pub verdicts: Vec<RequirementVerdict>,
     /// Rig anomalies (make the trial INCONCLUSIVE).
     pub anomalies: Vec<String>,
+    /// Faults the firmware recorded (make the trial FAIL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firmware_faults: Vec<String>,
 }
 
 /// One scenario's record.
@@ -395,6 +398,7 @@ pub fn run_suite(
                         measurements,
                         verdicts,
                         anomalies: trace.anomalies.clone(),
+                        firmware_faults: trace.firmware_faults.clone(),
                     }
                 }
                 Err(rig_error) => TrialResult {
@@ -416,6 +420,7 @@ pub fn run_suite(
                         })
                         .collect(),
                     anomalies: vec![rig_error.to_string()],
+                    firmware_faults: Vec::new(),
                 },
             };
             scenario_result.trials.push(trial_result);

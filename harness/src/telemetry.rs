@@ -251,6 +251,7 @@ fn parse_body(kind: u8, payload: &[u8]) -> Option<Body> {
             stop_reason: payload[5],
             brake: payload[6] & 1 != 0,
             trigger_pressed: payload[6] & 2 != 0,
+            trigger_raw: payload[6] & 4 != 0,
             events: u16_at(8),
             faults: u16_at(10),
             current_ma: u16_at(12),

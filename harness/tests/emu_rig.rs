@@ -204,6 +204,7 @@ fn an_unmodelled_register_stops_the_trial_with_address_and_pc() {
         .verdicts
         .iter()
         .all(|v| v.verdict == Verdict::Inconclusive));
+    assert!(trial.firmware_faults.is_empty());
 }
 
 #[test]
@@ -239,20 +240,51 @@ fn a_firmware_panic_is_a_fail_with_its_fault_record() {
 }
 
 #[test]
+fn lost_current_sensing_latches_a_fault_that_removes_drive() {
+    let Some(path) = shipped_elf() else { return };
+    let mut emu = EmuRig::load(&path).expect("ELF");
+    emu.adc_stops_at_s = Some(0.3);
+    let (dir, results) = run(&mut emu, "scenarios/reference/adult-proximal-tibia.yaml");
+    let trial = &results.scenarios[0].trials[0];
+    let t = trace(&dir, &trial.trace_file);
+    assert!(
+        trial
+            .firmware_faults
+            .iter()
+            .any(|f| f.starts_with("board fault bits 0x0002")),
+        "{:?}",
+        trial.firmware_faults
+    );
+    assert!(trial.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
+    // Driving before the fault, at rest 300 ms after it although the trigger is still held.
+    let speed_at = |s: f64| {
+        let i = t.samples.t_s.iter().position(|&x| x >= s).unwrap();
+        t.samples.speed_rpm[i]
+    };
+    assert!(speed_at(0.29) > 500.0, "{}", speed_at(0.29));
+    assert!(speed_at(0.65) < 1.0, "{}", speed_at(0.65));
+    assert!(t.samples.trigger[t.samples.len() - 1]);
+}
+
+#[test]
 fn a_hung_control_tick_is_caught_by_the_watchdog_model() {
     let Some(path) = shipped_elf() else { return };
     let mut emu = EmuRig::load(&path).expect("ELF");
     emu.hang_control_at_s = Some(0.2);
     let (_dir, results) = run(&mut emu, "scenarios/reference/adult-proximal-tibia.yaml");
-    let anomaly = results.scenarios[0].trials[0].anomalies.join("; ");
+    let trial = &results.scenarios[0].trials[0];
+    let fault = trial.firmware_faults.join("; ");
     // The firmware refreshes at every tick; the last one ran at 199 ms, the 15 ms timeout
     // expires between the events at 214 and 215 ms.
-    assert!(anomaly.contains("independent watchdog reset"), "{anomaly}");
-    assert!(anomaly.contains("timeout 15.0 ms"), "{anomaly}");
+    assert!(fault.contains("independent watchdog reset"), "{fault}");
+    assert!(fault.contains("timeout 15.0 ms"), "{fault}");
     assert!(
-        anomaly.starts_with("at t = 0.214") || anomaly.starts_with("at t = 0.215"),
-        "{anomaly}"
+        fault.starts_with("at t = 0.214") || fault.starts_with("at t = 0.215"),
+        "{fault}"
     );
+    // A hung firmware is a firmware failure, not a rig anomaly.
+    assert!(trial.anomalies.is_empty(), "{:?}", trial.anomalies);
+    assert!(trial.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
 }
 
 #[test]

@@ -24,8 +24,11 @@ const IWDG_RELOAD: u32 = 119;
 
 const LEG_B_LOW_PIN: u32 = 5;
 const TRIGGER_PIN: u32 = 6;
-/// Bounded waits on ready flags (reads; far longer than any flag takes on a working part).
-const WAIT_READS: u32 = 1_000_000;
+/// Bounded waits on ready flags, in register reads (6-8 cycles each): at most about 10 ms at
+/// the 16 MHz reset clock, so a part that never sets a flag is recorded as an init failure
+/// before the 15 ms watchdog fires; PLL lock (~100 us), ADC calibration and ready (a few us)
+/// take a small fraction of it.
+const WAIT_READS: u32 = 20_000;
 
 /// A bring-up step that did not complete: the firmware refuses to drive.
 #[derive(Clone, Copy, Debug)]
@@ -52,8 +55,15 @@ pub fn take_reset_cause() -> u8 {
     if csr & rcc::CSR_BORRSTF != 0 {
         cause |= reset::POWER_ON;
     }
-    if csr & rcc::CSR_PINRSTF != 0 && csr & (rcc::CSR_BORRSTF | rcc::CSR_SFTRSTF) == 0 {
-        // Every reset also pulls the pin; count the pin only when nothing else caused it.
+    let other_flags = rcc::CSR_BORRSTF
+        | rcc::CSR_SFTRSTF
+        | rcc::CSR_IWDGRSTF
+        | rcc::CSR_WWDGRSTF
+        | rcc::CSR_LPWRRSTF
+        | rcc::CSR_OBLRSTF;
+    if csr & rcc::CSR_PINRSTF != 0 && csr & other_flags == 0 {
+        // Every internal reset also drives the pin; count the pin only when nothing else
+        // caused it.
         cause |= reset::PIN;
     }
     if csr & rcc::CSR_SFTRSTF != 0 {
@@ -160,7 +170,9 @@ pub fn init_pwm() {
     // preload on it would wait for the next update event, which the repetition counter makes
     // a whole control tick (1 ms) away.
     tim1::CCMR1.write(tim1::OCM_PWM1 << 4);
-    tim1::CCMR2.write((tim1::OCM_PWM1 << 12) | (1 << 11));
+    // CH4 in PWM mode 2: OC4REF rises at the CCR4 match (mid-period), so the ADC trigger is
+    // mid-period whether the ADC takes the compare event or the rising edge of OC4REF.
+    tim1::CCMR2.write((tim1::OCM_PWM2 << 12) | (1 << 11));
     tim1::CCER.write(tim1::CCER_CC1E | tim1::CCER_CC1NE);
     // Off-state: outputs driven to their idle level (low, gates off) while MOE is clear.
     tim1::BDTR.write(DEAD_TIME_DTG | tim1::BDTR_OSSI | tim1::BDTR_OSSR);

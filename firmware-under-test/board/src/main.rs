@@ -78,6 +78,10 @@ struct Control {
     released_since_boot: bool,
     last_state: State,
     last_cycles: u32,
+    /// Consecutive ticks with fewer ADC readings than expected.
+    short_ticks: u8,
+    /// Current sensing lost: drive removed until reset.
+    sensor_fault: bool,
 }
 
 /// Owned by [`control_isr`] once [`main`] has filled it (before the interrupt is enabled).
@@ -151,6 +155,8 @@ fn main() -> ! {
             released_since_boot: false,
             last_state: State::Idle,
             last_cycles: 0,
+            short_ticks: 0,
+            sensor_fault: false,
         });
     }
 
@@ -214,14 +220,30 @@ pub extern "C" fn control_isr() {
         trigger_pressed: raw_trigger && control.released_since_boot,
     };
     let outputs = control.controller.step(&inputs);
-    hw::apply(outputs.duty_permille, outputs.brake);
+    // Without current readings the detector and the stall protection are blind: three short
+    // ticks in a row latch a sensor fault that keeps the drive off until reset.
+    if acc.count < sensing::SAMPLES_PER_TICK {
+        control.short_ticks = control.short_ticks.saturating_add(1);
+    } else {
+        control.short_ticks = 0;
+    }
+    if control.short_ticks >= 3 {
+        control.sensor_fault = true;
+        control.sticky_faults |= fault_bits::ADC_MISSING;
+    }
+    if control.sensor_fault {
+        hw::remove_drive();
+    } else {
+        hw::apply(outputs.duty_permille, outputs.brake);
+    }
 
     let mut faults = control.sticky_faults | control.pending_faults;
     if acc.count != sensing::SAMPLES_PER_TICK {
         faults |= fault_bits::ADC_MISSING;
     }
     control.pending_faults = 0;
-    let record = TickRecord::from_step(&inputs, &outputs, faults, control.last_cycles);
+    let mut record = TickRecord::from_step(&inputs, &outputs, faults, control.last_cycles);
+    record.trigger_raw = raw_trigger;
     if !send(&mut control.telemetry, &Frame::Tick(record)) {
         control.pending_faults |= fault_bits::TELEMETRY_DROPPED;
     }

@@ -180,8 +180,10 @@ pub mod tim1 {
     pub const CCMR1: Reg = Reg(BASE + 0x18);
     /// Capture/compare mode 2: OC4PE 11, OC4M 14:12 (+ bit 24).
     pub const CCMR2: Reg = Reg(BASE + 0x1C);
-    /// PWM mode 1 in an OCxM field (0b0110).
+    /// PWM mode 1 in an OCxM field (0b0110): active while CNT < CCR.
     pub const OCM_PWM1: u32 = 0b110;
+    /// PWM mode 2 (0b0111): inactive while CNT < CCR, active from the match.
+    pub const OCM_PWM2: u32 = 0b111;
     /// Capture/compare enable: CC1E 0, CC1NE 2.
     pub const CCER: Reg = Reg(BASE + 0x20);
     pub const CCER_CC1E: u32 = 1 << 0;

@@ -38,7 +38,7 @@
 //! | 0 | 4 | tick number (the board's control-interrupt count) |
 //! | 4 | 1 | state ([`crate::State`] as `u8`) |
 //! | 5 | 1 | stop reason ([`crate::StopReason`] as `u8`, 0 = none) |
-//! | 6 | 1 | flags: bit 0 brake, bit 1 trigger pressed (raw input) |
+//! | 6 | 1 | flags: bit 0 brake, bit 1 trigger as given to the core, bit 2 raw trigger input (the board ignores a press until it has seen a release after reset) |
 //! | 7 | 1 | reserved, 0 |
 //! | 8 | 2 | event bits ([`crate::event`]) |
 //! | 10 | 2 | board fault bits ([`fault`]) |
@@ -290,8 +290,11 @@ pub struct TickRecord {
     pub stop_reason: u8,
     /// Brake commanded.
     pub brake: bool,
-    /// Raw trigger input.
+    /// Trigger as given to the core.
     pub trigger_pressed: bool,
+    /// Raw trigger input (differs from `trigger_pressed` while the board ignores a trigger
+    /// held through a reset).
+    pub trigger_raw: bool,
     /// [`crate::event`] bits.
     pub events: u16,
     /// [`fault`] bits.
@@ -327,6 +330,7 @@ impl TickRecord {
             },
             brake: outputs.brake,
             trigger_pressed: inputs.trigger_pressed,
+            trigger_raw: inputs.trigger_pressed,
             events: outputs.events,
             faults,
             current_ma: saturate_u16(inputs.motor_current_ma),
@@ -430,7 +434,9 @@ fn encode_inner(seq: u16, frame: &Frame, out: &mut [u8; MAX_FRAME_LEN]) -> Optio
             w.u32(t.tick)?;
             w.u8(t.state)?;
             w.u8(t.stop_reason)?;
-            w.u8(u8::from(t.brake) | (u8::from(t.trigger_pressed) << 1))?;
+            w.u8(u8::from(t.brake)
+                | (u8::from(t.trigger_pressed) << 1)
+                | (u8::from(t.trigger_raw) << 2))?;
             w.u8(0)?;
             w.u16(t.events)?;
             w.u16(t.faults)?;

@@ -408,7 +408,7 @@ mod telemetry_format {
         assert_eq!(&f[5..9], &[4, 3, 2, 1]);
         assert_eq!(f[9], State::Cortex as u8);
         assert_eq!(f[10], StopReason::Stall as u8);
-        assert_eq!(f[11], 0b10, "trigger bit set, brake clear");
+        assert_eq!(f[11], 0b110, "trigger bits set, brake clear");
         assert_eq!(&f[13..15], &0x0204u16.to_le_bytes());
         assert_eq!(&f[15..17], &fault::ADC_MISSING.to_le_bytes());
         assert_eq!(&f[17..19], &u16::MAX.to_le_bytes());

@@ -15,10 +15,18 @@
 //!   after the instructions it took. While it sleeps the rig skips ahead: no instruction runs.
 //! - Telemetry and logs: read from the RTT control block in emulated RAM the way a probe does
 //!   (the up-buffers drained, their read offsets advanced), decoded by [`crate::telemetry`].
-//! - Faults: an unmodelled access, an unsupported instruction or an emulator limitation (a
-//!   panic inside armagnac, caught), a firmware that does not go back to sleep, a watchdog
-//!   expiry, a fault frame or a telemetry gap make the trial INCONCLUSIVE with the cause, the
-//!   address and the PC. Nothing is answered silently.
+//! - Faults, never answered silently: what the firmware did wrong (a fault record or frame, a
+//!   hang, a watchdog expiry, a reset request, its own fault bits, an interrupt raised while it
+//!   sleeps with interrupts masked, no watchdog started) makes the trial FAIL; what the rig
+//!   cannot do (an unmodelled register, an unsupported instruction, a panic inside armagnac,
+//!   caught; lost or damaged telemetry; a missing boot frame) makes it INCONCLUSIVE. Each
+//!   carries its cause, the address and the PC.
+//! - The peripheral models keep the silicon's rules the firmware relies on: a peripheral
+//!   without its RCC clock ignores writes and reads zero, the watchdog's registers need the
+//!   unlock key, the drive reaches the motor only through pins set to their timer function
+//!   with active-high polarity, a CCR4 beyond the period never triggers the ADC; an interrupt
+//!   that arrives while another runs waits for it, and one that waits over a PWM period is an
+//!   overrun.
 //!
 //! Known simplifications, stated in the README: interrupts are raised only while the core
 //! sleeps and run to completion one after another (the firmware's ISRs take a few percent of
@@ -148,6 +156,13 @@ impl FirmwareImage {
                 crate::firmware::RTT_SYMBOL
             ))
         })?;
+        // The control block header and two channel descriptors must lie in RAM.
+        if !(RAM_BASE..RAM_BASE + RAM_LEN - 72).contains(&rtt) {
+            return Err(fail(format!(
+                "the RTT control block at {rtt:#010x} is not in RAM ({RAM_BASE:#010x}, {} KiB)",
+                RAM_LEN / 1024
+            )));
+        }
         let id_record = crate::firmware::identity_record(&file);
         Ok(FirmwareImage {
             path: path.to_owned(),
@@ -175,6 +190,8 @@ pub struct EmuRig {
     /// Test knob: from this time on, s, the control interrupt is no longer raised (as if the
     /// firmware's tick had hung), so that the watchdog model has to catch it.
     pub hang_control_at_s: Option<f64>,
+    /// Test knob: from this time on, s, the ADC converts nothing (a failed current sense).
+    pub adc_stops_at_s: Option<f64>,
 }
 
 impl EmuRig {
@@ -185,6 +202,7 @@ impl EmuRig {
             step_s: DEFAULT_STEP_S,
             unmodelled: None,
             hang_control_at_s: None,
+            adc_stops_at_s: None,
         })
     }
 
@@ -253,7 +271,9 @@ impl Rig for EmuRig {
             isr_cycles: Vec::new(),
             id_record: self.image.id_record,
             hang_control_at_s: self.hang_control_at_s,
+            adc_stops_at_s: self.adc_stops_at_s,
             firmware_faults: Vec::new(),
+            boot_seen: false,
         };
         run.execute(&mut machine, &mut plant, scenario, self.step_s);
         let truth = plant.ground_truth();
@@ -297,31 +317,91 @@ struct TrialRun {
     isr_cycles: Vec<u32>,
     id_record: Option<FirmwareId>,
     hang_control_at_s: Option<f64>,
+    adc_stops_at_s: Option<f64>,
     firmware_faults: Vec<String>,
+    boot_seen: bool,
+}
+
+/// Why the emulation stopped early.
+#[derive(Debug)]
+enum Stop {
+    /// The firmware failed (hang, reset, watchdog, wrong configuration): the trial FAILs.
+    Firmware(String),
+    /// The rig cannot go on (unmodelled register, emulator limitation): INCONCLUSIVE.
+    Rig(String),
 }
 
 impl TrialRun {
     fn execute(&mut self, m: &mut Machine, plant: &mut Plant, scenario: &Scenario, step_s: f64) {
+        let outcome = self.run_events(m, plant, scenario, step_s);
+        let t = f64::from(self.updates) / f64::from(driver_core::TICK_HZ);
+        // Whatever ended the trial, read what the firmware still had in RTT (a fault frame
+        // written on its way down) and account for every byte.
+        let mean = 0.0;
+        self.drain(m, t, plant, mean, false);
+        if let Some(event) = self.decoder.finish() {
+            self.anomalies
+                .push(format!("telemetry ended with unreadable bytes: {event:?}"));
+        }
+        if self.decoder.pending_bytes() > 0 {
+            self.anomalies.push(format!(
+                "telemetry ended inside a frame ({} bytes)",
+                self.decoder.pending_bytes()
+            ));
+        }
+        self.note_fault_record(m);
+        match outcome {
+            Err(Stop::Firmware(message)) => self.firmware_faults.push(message),
+            Err(Stop::Rig(message)) => self.anomalies.push(message),
+            Ok(()) => {
+                // Every control tick must have produced its frame, after a boot frame.
+                if !self.boot_seen {
+                    self.anomalies
+                        .push("no boot frame: the firmware identity was not confirmed".to_owned());
+                }
+                let recorded = self.recorder.samples.len() as u64;
+                if recorded != u64::from(self.updates) {
+                    self.anomalies.push(format!(
+                        "{} control ticks ran but {recorded} tick frames arrived",
+                        self.updates
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The boot and the trial's peripheral events, until the scenario ends, the firmware
+    /// settles, or something stops the emulation.
+    fn run_events(
+        &mut self,
+        m: &mut Machine,
+        plant: &mut Plant,
+        scenario: &Scenario,
+        step_s: f64,
+    ) -> Result<(), Stop> {
         // Boot: the plant is frozen until the firmware starts its PWM timer.
         m.periph.borrow_mut().trigger_pressed = plant.trigger_pressed_at(0.0);
-        if let Err(stop) = m.run_to_sleep(BOOT_BUDGET, "boot") {
-            self.anomalies.push(stop);
-            self.note_fault_record(m);
-            return;
-        }
-        self.drain(m, 0.0, plant, 0.0);
+        m.run_to_sleep(BOOT_BUDGET, "boot")?;
+        self.drain(m, 0.0, plant, 0.0, true);
         let p = m.periph.borrow();
         if p.get(TIM1_CR1) & 1 == 0 {
-            self.anomalies.push(format!(
+            return Err(Stop::Firmware(format!(
                 "the firmware went to sleep without starting TIM1 (PC {:#010x})",
                 m.last_pc
+            )));
+        }
+        if !p.iwdg_started {
+            return Err(Stop::Firmware(
+                "the firmware finished its bring-up without starting the independent watchdog (SR-12)"
+                    .to_owned(),
             ));
-            return;
         }
         let cpu_hz = sysclk_hz(&p);
         let prescale = u64::from(p.get(TIM1_PSC) & 0xFFFF) + 1;
         let period = prescale * (u64::from(p.get(TIM1_ARR) & 0xFFFF) + 1);
-        let cc4_at = prescale * u64::from(p.get(TIM1_CCR4) & 0xFFFF);
+        let ccr4 = u64::from(p.get(TIM1_CCR4) & 0xFFFF);
+        // A compare value beyond the period never matches: no ADC trigger at all.
+        let cc4_at = (ccr4 * prescale < period).then_some(prescale * ccr4);
         let periods_per_update = u64::from(p.get(TIM1_RCR) & 0xFFFF) + 1;
         drop(p);
         let step_cycles = step_s * cpu_hz;
@@ -330,54 +410,60 @@ impl TrialRun {
 
         let mut command = DriveCommand::default();
         let mut pending: Option<(u64, DriveCommand)> = None;
-        let mut next_cc4 = cc4_at;
+        let mut next_cc4 = cc4_at.unwrap_or(u64::MAX);
         let mut next_update = period * periods_per_update;
+        // The CPU is busy with an interrupt until then; a later event waits for it.
+        let mut busy_until = 0u64;
         let mut true_current_sum = 0.0;
         let mut true_current_steps = 0u64;
         let mut step = 0u64;
         loop {
             let now = (step as f64 * step_cycles).round() as u64;
             if now > end_cycles || u64::from(self.updates) >= ticks {
-                break;
+                return Ok(());
             }
             // Peripheral events due by now, in time order.
             while next_cc4.min(next_update) <= now {
-                let at = next_cc4.min(next_update);
+                let nominal = next_cc4.min(next_update);
+                let is_update = next_update < next_cc4;
+                if is_update {
+                    next_update += period * periods_per_update;
+                } else {
+                    next_cc4 += period;
+                }
+                if busy_until > nominal + period {
+                    return Err(Stop::Firmware(format!(
+                        "interrupt overrun: an event at t = {:.4} s waited more than a PWM period                          for the previous interrupt to finish",
+                        nominal as f64 / cpu_hz
+                    )));
+                }
+                let at = nominal.max(busy_until);
                 let t = at as f64 / cpu_hz;
                 {
                     let mut p = m.periph.borrow_mut();
                     p.trigger_pressed = plant.trigger_pressed_at(t);
                     p.now = at;
                 }
-                let is_update = next_update < next_cc4;
-                let result = if is_update {
-                    next_update += period * periods_per_update;
+                let used = if is_update {
                     if self.hang_control_at_s.is_some_and(|h| t >= h) {
-                        Ok(0)
+                        0
                     } else {
-                        self.update_event(m)
+                        self.update_event(m)?
                     }
+                } else if self.adc_stops_at_s.is_some_and(|s| t >= s) {
+                    0
                 } else {
-                    next_cc4 += period;
-                    self.adc_conversion(m, plant)
+                    self.adc_conversion(m, plant)?
                 };
-                let used = match result {
-                    Ok(used) => used,
-                    Err(stop) => {
-                        self.anomalies.push(format!("at t = {:.4} s: {stop}", t));
-                        self.note_fault_record(m);
-                        return;
-                    }
-                };
+                busy_until = at + used;
                 if let Some(expired) = watchdog_expired(&m.periph.borrow(), at, cpu_hz) {
-                    self.anomalies.push(format!(
+                    return Err(Stop::Firmware(format!(
                         "at t = {t:.4} s: independent watchdog reset ({expired}); the firmware \
                          stopped refreshing it (last PC {:#010x})",
                         m.last_pc
-                    ));
-                    return;
+                    )));
                 }
-                pending = Some((at + used, drive_command(&m.periph.borrow())));
+                pending = Some((busy_until, drive_command(&m.periph.borrow())));
                 if is_update {
                     // The control tick just ran: record it against the plant now.
                     let mean = if true_current_steps > 0 {
@@ -387,11 +473,11 @@ impl TrialRun {
                     };
                     true_current_sum = 0.0;
                     true_current_steps = 0;
-                    if !self.drain(m, t, plant, mean) {
-                        return;
+                    if !self.drain(m, t, plant, mean, true) {
+                        return Ok(());
                     }
                     if self.recorder.settled(t, plant) {
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -409,7 +495,7 @@ impl TrialRun {
     }
 
     /// TIM1 CH4 compare: an injected conversion of the plant, and the ADC interrupt.
-    fn adc_conversion(&mut self, m: &mut Machine, plant: &mut Plant) -> Result<u64, String> {
+    fn adc_conversion(&mut self, m: &mut Machine, plant: &mut Plant) -> Result<u64, Stop> {
         let (enabled, jsqr, ier) = {
             let p = m.periph.borrow();
             (
@@ -429,9 +515,9 @@ impl TrialRun {
             match channel {
             1 => Ok(u32::from(current)),
             2 => Ok(u32::from(battery)),
-            other => Err(format!(
-                "ADC1 injected channel IN{other} is not wired in the board model (IN1 current, IN2 battery)"
-            )),
+            other => Err(Stop::Firmware(format!(
+                "ADC1 injected channel IN{other} is not wired on the board (IN1 current, IN2 battery)"
+            ))),
         }
         };
         let length = (jsqr & 0b11) + 1;
@@ -451,7 +537,7 @@ impl TrialRun {
     }
 
     /// TIM1 update event: the control interrupt.
-    fn update_event(&mut self, m: &mut Machine) -> Result<u64, String> {
+    fn update_event(&mut self, m: &mut Machine) -> Result<u64, Stop> {
         let uie = {
             let mut p = m.periph.borrow_mut();
             p.set_bits(TIM1_SR, 1);
@@ -466,8 +552,16 @@ impl TrialRun {
     }
 
     /// Reads telemetry and log from RTT and records them at `t`; false when the trial must
-    /// stop (unreadable RTT).
-    fn drain(&mut self, m: &mut Machine, t: f64, plant: &Plant, true_current: f64) -> bool {
+    /// stop (unreadable RTT, a firmware fault). `live`: called at a control tick (not at the
+    /// end of the trial).
+    fn drain(
+        &mut self,
+        m: &mut Machine,
+        t: f64,
+        plant: &Plant,
+        true_current: f64,
+        live: bool,
+    ) -> bool {
         let (telemetry, log) = match (m.rtt_drain(0), m.rtt_drain(1)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -486,19 +580,36 @@ impl TrialRun {
             match event {
                 TelemetryEvent::Frame {
                     body: Body::Boot(boot),
-                    ..
+                    seq,
                 } => {
+                    self.boot_seen = true;
                     if Some(boot.id) != self.id_record {
                         self.anomalies.push(
                             "the boot frame's firmware identity differs from the ELF's".to_owned(),
                         );
+                    }
+                    if seq != 0
+                        || boot.format_version != driver_core::telemetry::FORMAT_VERSION
+                        || u32::from(boot.tick_hz) != driver_core::TICK_HZ
+                    {
+                        self.anomalies.push(format!(
+                            "boot frame: sequence {seq}, format {}, tick rate {} Hz (expected 0, {}, {} Hz)",
+                            boot.format_version,
+                            boot.tick_hz,
+                            driver_core::telemetry::FORMAT_VERSION,
+                            driver_core::TICK_HZ
+                        ));
                     }
                 }
                 TelemetryEvent::Frame {
                     body: Body::Tick(record),
                     ..
                 } => {
-                    if record.tick != self.updates {
+                    if !self.boot_seen {
+                        self.anomalies
+                            .push(format!("tick frame {} before any boot frame", record.tick));
+                    }
+                    if live && record.tick != self.updates {
                         self.anomalies.push(format!(
                             "telemetry tick {} arrived at control tick {}",
                             record.tick, self.updates
@@ -533,11 +644,19 @@ impl TrialRun {
                     self.recorder
                         .record(t, plant, true_current, trigger, &inputs, &outputs);
                     self.isr_cycles.push(record.isr_cycles);
-                    if record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED != 0 {
-                        self.anomalies.push(format!(
-                            "board fault bits {:#06x} at tick {}",
-                            record.faults, record.tick
-                        ));
+                    // The firmware's own fault bits (overrun, missing ADC readings, a watchdog
+                    // reset, a previous fault) are firmware failures; a dropped frame is the
+                    // link's (the sequence gap is reported below).
+                    let own = record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED;
+                    if own != 0 {
+                        let text = format!("board fault bits {own:#06x} from tick {}", record.tick);
+                        if !self
+                            .firmware_faults
+                            .iter()
+                            .any(|f| f.starts_with("board fault bits"))
+                        {
+                            self.firmware_faults.push(text);
+                        }
                     }
                 }
                 TelemetryEvent::Frame {
@@ -566,7 +685,9 @@ impl TrialRun {
                 }
             }
         }
-        // A fault record left in RAM (the handler may have stopped the emulator first).
+        // A fault record left in RAM (the handler may have stopped the emulator first) ends
+        // the trial; other firmware faults are recorded and the trial goes on, so the trace
+        // shows what the firmware did about them.
         !self.note_fault_record(m)
     }
 
@@ -617,14 +738,23 @@ fn sysclk_hz(p: &Peripherals) -> f64 {
     HSI16_HZ / m * n / r / ahb
 }
 
-/// The drive TIM1 and PB5 put on the motor.
+/// The drive TIM1 and PB5 put on the motor, through the pins as the firmware configured
+/// them: PA8 TIM1_CH1 (AF6) and PC13 TIM1_CH1N (AF4) leg A, PB5 output leg B low side. A pin
+/// not in that function, or inverted channel polarity, drives nothing here (on the board it
+/// would leave a gate undriven or inverted: the model refuses to guess).
 fn drive_command(p: &Peripherals) -> DriveCommand {
     let running = p.get(TIM1_CR1) & 1 != 0;
     let moe = p.get(TIM1_BDTR) & (1 << 15) != 0;
-    let outputs = p.get(TIM1_CCER) & 0b101 == 0b101;
+    // CC1E and CC1NE on, CC1P and CC1NP off (active high).
+    let outputs = p.get(TIM1_CCER) & 0b1111 == 0b0101;
     let pwm1 = (p.get(TIM1_CCMR1) >> 4) & 0b111 == 0b110 && p.get(TIM1_CCMR1) & (1 << 16) == 0;
+    let pins = (p.get(GPIOA + MODER) >> 16) & 0b11 == 0b10
+        && p.get(GPIOA + AFRH) & 0xF == 6
+        && (p.get(GPIOC + MODER) >> 26) & 0b11 == 0b10
+        && (p.get(GPIOC + AFRH) >> 20) & 0xF == 4
+        && (p.get(GPIOB + MODER) >> 10) & 0b11 == 0b01;
     let leg_b_low = p.gpiob_odr & (1 << 5) != 0;
-    if !(running && moe && outputs && pwm1 && leg_b_low) {
+    if !(running && moe && outputs && pwm1 && pins && leg_b_low) {
         return DriveCommand::default();
     }
     let period = f64::from((p.get(TIM1_ARR) & 0xFFFF) + 1);
@@ -751,7 +881,15 @@ impl Machine {
 
     /// Runs until the core executes WFI; the instructions it took. Every other ending is an
     /// error naming what happened, the address where relevant, and the PC.
-    fn run_to_sleep(&mut self, budget: u64, what: &str) -> Result<u64, String> {
+    fn run_to_sleep(&mut self, budget: u64, what: &str) -> Result<u64, Stop> {
+        // armagnac takes a requested interrupt whatever PRIMASK says; the MCU would not.
+        if self.proc.registers.primask.pm() {
+            return Err(Stop::Firmware(format!(
+                "{what} was raised while the firmware sleeps with interrupts masked (PRIMASK set, \
+                 PC {:#010x}): it would never run on the MCU",
+                self.proc.pc()
+            )));
+        }
         let proc = &mut self.proc;
         let wfi = &self.wfi;
         let last_pc = &mut self.last_pc;
@@ -759,10 +897,10 @@ impl Machine {
             let mut count = 0u64;
             loop {
                 if count >= budget {
-                    return Err(format!(
+                    return Err(Stop::Firmware(format!(
                         "{what} did not return to sleep within {budget} instructions (PC {:#010x}): hung",
                         proc.pc()
-                    ));
+                    )));
                 }
                 let pc = proc.pc();
                 *last_pc = pc;
@@ -774,22 +912,22 @@ impl Machine {
                         }
                     }
                     Ok(Event::Reset) => {
-                        return Err(format!("the firmware requested a reset at PC {pc:#010x}"))
+                        return Err(Stop::Firmware(format!(
+                            "the firmware requested a reset at PC {pc:#010x}"
+                        )))
                     }
                     Ok(Event::Break(n)) => {
-                        return Err(format!("breakpoint (BKPT {n}) at PC {pc:#010x}"))
+                        return Err(Stop::Firmware(format!(
+                            "breakpoint (BKPT {n}) at PC {pc:#010x}"
+                        )))
                     }
                     Ok(Event::Hook { address }) => {
-                        return Err(format!(
-                            "unexpected hook at {address:#010x} (PC {pc:#010x})"
-                        ))
+                        return Err(Stop::Rig(format!(
+                            "unexpected emulator hook at {address:#010x} (PC {pc:#010x})"
+                        )))
                     }
-                    Ok(Event::DebugHint(n)) => {
-                        // DBG #n is a hint: carry on.
-                        let _ = n;
-                        count += 1;
-                    }
-                    Err(error) => return Err(describe(&error, pc)),
+                    Ok(Event::DebugHint(_)) => count += 1,
+                    Err(error) => return Err(Stop::Rig(describe(&error, pc))),
                 }
             }
         }));
@@ -799,10 +937,10 @@ impl Machine {
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(format!(
+            Err(Stop::Rig(format!(
                 "emulator limitation (armagnac: {message}) at PC {:#010x}",
                 self.last_pc
-            ))
+            )))
         })
     }
 

@@ -145,6 +145,8 @@ pub struct Peripherals {
     pub iwdg_started: bool,
     /// A TIM1 update generation (UG) is pending for the rig to apply.
     pub tim1_ug: bool,
+    /// IWDG PR/RLR writable (key 0x5555 written; any other key locks them again).
+    iwdg_unlocked: bool,
 }
 
 impl Default for Peripherals {
@@ -157,6 +159,7 @@ impl Default for Peripherals {
             iwdg_refreshed_at: None,
             iwdg_started: false,
             tim1_ug: false,
+            iwdg_unlocked: false,
         }
     }
 }
@@ -188,11 +191,29 @@ impl Peripherals {
         }
     }
 
+    /// Whether the peripheral holding `address` has its bus clock enabled (RCC). Without it
+    /// the silicon ignores writes and reads zero; so does the model.
+    fn clocked(&self, address: u32) -> bool {
+        let bit = |register: u32, bit: u32| self.get(register) & (1 << bit) != 0;
+        match address {
+            a if (0x4001_2C00..0x4001_3000).contains(&a) => bit(RCC_APB2ENR, 11),
+            a if (GPIOA..GPIOA + 0x400).contains(&a) => bit(RCC_AHB2ENR, 0),
+            a if (GPIOB..GPIOB + 0x400).contains(&a) => bit(RCC_AHB2ENR, 1),
+            a if (GPIOC..GPIOC + 0x400).contains(&a) => bit(RCC_AHB2ENR, 2),
+            a if (0x5000_0000..0x5000_0400).contains(&a) => bit(RCC_AHB2ENR, 13),
+            PWR_CR5 => bit(RCC_APB1ENR1, 28),
+            _ => true,
+        }
+    }
+
     fn read(&mut self, address: u32, env: &Env) -> MemoryReadResult<u32> {
         let value = *self
             .regs
             .get(&address)
             .ok_or(MemoryAccessError::InvalidAddress)?;
+        if !self.clocked(address) {
+            return Ok(0);
+        }
         Ok(match address {
             // PLLRDY follows PLLON; HSIRDY stays set (HSI16 runs from reset).
             RCC_CR => {
@@ -224,6 +245,9 @@ impl Peripherals {
             .regs
             .get(&address)
             .ok_or(MemoryAccessError::InvalidAddress)?;
+        if !self.clocked(address) {
+            return Ok(());
+        }
         let new = match address {
             RCC_CSR => {
                 if value & (1 << 23) != 0 {
@@ -234,6 +258,7 @@ impl Peripherals {
                 }
             }
             IWDG_KR => {
+                self.iwdg_unlocked = value & 0xFFFF == 0x5555;
                 match value & 0xFFFF {
                     0xCCCC => {
                         self.iwdg_started = true;
@@ -244,6 +269,8 @@ impl Peripherals {
                 }
                 0
             }
+            // Write-protected unless unlocked with 0x5555.
+            IWDG_PR | IWDG_RLR if !self.iwdg_unlocked => old,
             TIM1_SR => old & value,
             TIM1_EGR => {
                 if value & 1 != 0 {

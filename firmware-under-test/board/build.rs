@@ -121,15 +121,9 @@ fn git_identity(dir: &Path) -> ([u8; 20], u8) {
             .and_then(|h| u8::from_str_radix(h, 16).ok())
             .unwrap_or(0);
     }
-    // Dirty when the firmware's own inputs (board and core) differ from the commit.
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        "../driver-core",
-    ])
+    // Dirty when the firmware's own inputs (board and core, new untracked files included)
+    // differ from the commit.
+    let dirty = git(&["status", "--porcelain", "--", ".", "../driver-core"])
     .is_some_and(|s| !s.is_empty());
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         println!("cargo:rerun-if-changed={git_dir}/HEAD");

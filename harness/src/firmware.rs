@@ -153,6 +153,8 @@ pub struct ElfReport {
     pub fault_record_address: Option<u64>,
     /// Every check, in order.
     pub checks: Vec<Check>,
+    /// Facts that do not stop a dry run but must be read (a build from uncommitted sources).
+    pub warnings: Vec<String>,
 }
 
 impl ElfReport {
@@ -187,6 +189,9 @@ impl fmt::Display for ElfReport {
         for check in &self.checks {
             let mark = if check.passed { "ok  " } else { "FAIL" };
             writeln!(f, "  {mark} {}: {}", check.name, check.detail)?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "  warning: {warning}")?;
         }
         Ok(())
     }
@@ -354,15 +359,19 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8], chip: &str) -> Result<ElfReport,
             format!("neither flash nor RAM: {}", outside_ram.join(", "))
         },
     });
+    let against = |used: u64, budget: u64| {
+        let sign = if used <= budget { "<=" } else { ">" };
+        format!("{used} B {sign} {budget} B")
+    };
     checks.push(Check {
         name: "flash use within budget",
         passed: flash_bytes <= FLASH_BUDGET,
-        detail: format!("{flash_bytes} B <= {FLASH_BUDGET} B"),
+        detail: against(flash_bytes, FLASH_BUDGET),
     });
     checks.push(Check {
         name: "static RAM use within budget",
         passed: ram_bytes <= RAM_BUDGET,
-        detail: format!("{ram_bytes} B <= {RAM_BUDGET} B"),
+        detail: against(ram_bytes, RAM_BUDGET),
     });
 
     // Vector table at the start of flash: initial stack pointer in RAM, reset vector in flash.
@@ -457,7 +466,21 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8], chip: &str) -> Result<ElfReport,
         },
     });
 
+    let mut warnings = Vec::new();
+    if let Some(r) = &record {
+        if r.flags & id_flags::DIRTY != 0 {
+            warnings.push(
+                "built from a working tree with uncommitted changes to the board or core sources: \
+                 its commit does not identify it; build verification firmware from a commit"
+                    .to_owned(),
+            );
+        }
+        if r.flags & id_flags::COMMIT_UNKNOWN != 0 {
+            warnings.push("built outside a git checkout: no commit identifies it".to_owned());
+        }
+    }
     Ok(ElfReport {
+        warnings,
         path: path.to_owned(),
         sha256: crate::sha256_hex(bytes),
         chip: target.name.clone(),

@@ -392,13 +392,21 @@ fn verify(run_dir: &std::path::Path) -> i32 {
             for path in &v.unlisted {
                 println!("UNLISTED {path}");
             }
+            for path in &v.incomplete_writes {
+                println!("PARTIAL  {path} (an atomic write that never completed)");
+            }
+            for path in &v.links {
+                println!("LINK     {path} (a symbolic link in the evidence)");
+            }
             println!(
-                "{}: {} unchanged, {} changed, {} missing, {} unlisted (manifest sha256 {})",
+                "{}: {} unchanged, {} changed, {} missing, {} unlisted, {} partial, {} links (manifest sha256 {})",
                 if v.intact() { "INTACT" } else { "TAMPERED" },
                 v.unchanged,
                 v.changed.len(),
                 v.missing.len(),
                 v.unlisted.len(),
+                v.incomplete_writes.len(),
+                v.links.len(),
                 v.manifest_sha256
             );
             if v.intact() {

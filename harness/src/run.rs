@@ -81,6 +81,15 @@ pub struct AcceptanceCriterion {
     pub limits: BTreeMap<String, String>,
 }
 
+/// A scenario in the plan of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PlannedScenario {
+    /// Scenario ID.
+    pub id: String,
+    /// Trials planned.
+    pub trials: u32,
+}
+
 /// One trial's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrialResult {
@@ -190,6 +199,10 @@ pub struct RunResults {
     /// Hazards the requirements control, as stated in the requirements file.
     #[serde(default)]
     pub hazards: Vec<crate::scenario::Hazard>,
+    /// Every scenario the run was to execute and its trial count, stated before any ran (an
+    /// interrupted run's report counts what is missing from it).
+    #[serde(default)]
+    pub planned: Vec<PlannedScenario>,
     /// Scenarios in run order.
     pub scenarios: Vec<ScenarioResult>,
     /// Traceability: every requirement, its hazard, scenarios and verdict.
@@ -350,6 +363,14 @@ pub fn run_suite(
             })
             .collect(),
         hazards: requirements.hazards.clone(),
+        planned: suite
+            .scenarios
+            .iter()
+            .map(|s| PlannedScenario {
+                id: s.id.clone(),
+                trials: s.trials,
+            })
+            .collect(),
         scenarios: Vec::new(),
         traceability: Vec::new(),
         summary: Summary::default(),

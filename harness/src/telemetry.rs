@@ -55,6 +55,14 @@ pub enum Event {
         /// Frames missing (`received - expected`, wrapping).
         count: u16,
     },
+    /// A frame whose sequence number is behind the expected one (a duplicate or a frame out
+    /// of order): not counted as a loss of 65 000 frames.
+    OutOfOrder {
+        /// Sequence number expected.
+        expected: u16,
+        /// Sequence number received.
+        received: u16,
+    },
     /// Bytes skipped because they were not part of a valid frame.
     Skipped {
         /// Number of bytes.
@@ -193,8 +201,13 @@ impl Decoder {
                     self.queued.push_back(Event::Restarted);
                 }
             } else if let Some(expected) = self.expected_seq {
-                if seq != expected {
-                    let count = seq.wrapping_sub(expected);
+                let count = seq.wrapping_sub(expected);
+                if count >= 0x8000 {
+                    self.queued.push_back(Event::OutOfOrder {
+                        expected,
+                        received: seq,
+                    });
+                } else if count != 0 {
                     self.stats.lost += u64::from(count);
                     self.queued.push_back(Event::Lost {
                         expected,

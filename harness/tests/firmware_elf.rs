@@ -153,6 +153,57 @@ fn each_damage_fails_its_own_check() {
     );
     assert_eq!(failed(&no_fault), vec!["fault record present"]);
 
+    // Section headers: (name offset in .shstrtab resolved by the object crate) -> header.
+    let section_header = |bytes: &[u8], name: &str| -> usize {
+        let file = object::File::parse(bytes).unwrap();
+        let index = file.section_by_name(name).unwrap().index().0;
+        let shoff = u32::from_le_bytes(bytes[0x20..0x24].try_into().unwrap()) as usize;
+        let shentsize = u16::from_le_bytes(bytes[0x2E..0x30].try_into().unwrap()) as usize;
+        shoff + index * shentsize
+    };
+
+    // .bss grown to 20 KiB: still inside the 32 KiB of RAM, over the 16 KiB budget.
+    let mut big_bss = original.clone();
+    let bss = section_header(&big_bss, ".bss");
+    big_bss[bss + 20..bss + 24].copy_from_slice(&(20 * 1024u32).to_le_bytes());
+    assert_eq!(failed(&big_bss), vec!["static RAM use within budget"]);
+
+    // .bss moved out of RAM (0x3000_0000).
+    let mut stray_bss = original.clone();
+    stray_bss[bss + 12..bss + 16].copy_from_slice(&0x3000_0000u32.to_le_bytes());
+    assert_eq!(
+        failed(&stray_bss),
+        vec!["RAM sections lie in the chip's RAM"]
+    );
+
+    // An initial stack pointer outside RAM in the vector table.
+    let mut bad_sp = original.clone();
+    let vectors = section_range(&bad_sp, ".vector_table");
+    bad_sp[vectors.start..vectors.start + 4].copy_from_slice(&0x3000_0000u32.to_le_bytes());
+    assert_eq!(
+        failed(&bad_sp),
+        vec!["vector table: stack in RAM, Thumb reset handler in flash"]
+    );
+
+    // 65 KiB more to load: the .data image (linked in RAM) grown and moved to free flash.
+    let mut big_image = original.clone();
+    let phoff = u32::from_le_bytes(big_image[0x1C..0x20].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes(big_image[0x2A..0x2C].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(big_image[0x2C..0x2E].try_into().unwrap()) as usize;
+    let data_ph = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| {
+            u32::from_le_bytes(big_image[ph..ph + 4].try_into().unwrap()) == 1
+                && u32::from_le_bytes(big_image[ph + 8..ph + 12].try_into().unwrap()) == 0x2000_0000
+        })
+        .expect("the .data PT_LOAD");
+    let appended = big_image.len() as u32;
+    big_image.resize(big_image.len() + 65 * 1024, 0);
+    big_image[data_ph + 4..data_ph + 8].copy_from_slice(&appended.to_le_bytes());
+    big_image[data_ph + 12..data_ph + 16].copy_from_slice(&0x0800_4000u32.to_le_bytes());
+    big_image[data_ph + 16..data_ph + 20].copy_from_slice(&(65 * 1024u32).to_le_bytes());
+    assert_eq!(failed(&big_image), vec!["flash use within budget"]);
+
     // The first loadable segment moved outside the chip's flash (load address 0x0900_0000).
     let mut moved = original.clone();
     let phoff = u32::from_le_bytes(moved[0x1C..0x20].try_into().unwrap()) as usize;

@@ -265,6 +265,108 @@ fn verify_names_exactly_the_file_that_changed() {
 }
 
 #[test]
+fn report_refuses_to_re_sign_changed_evidence_and_flags_it_without_a_manifest() {
+    let (_keep, run_dir) = reference_copy();
+    let trace = "traces/dense-young-tibia-nominal/trial-0000.json";
+    let path = run_dir.join(trace);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x02;
+    std::fs::write(&path, &bytes).unwrap();
+    // With the manifest in place: refused, nothing rewritten, verify still says TAMPERED.
+    let manifest_before = std::fs::read(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
+    let out = iohil(&["report", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("changed since its manifest was written"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(trace), "{stderr}");
+    assert_eq!(
+        std::fs::read(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap(),
+        manifest_before
+    );
+    assert_eq!(
+        iohil(&["verify", run_dir.to_str().unwrap()]).status.code(),
+        Some(1)
+    );
+    // Without it (someone deleted it): the report is written but says which trace no longer
+    // matches the hash results.json recorded for it.
+    std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
+    assert_eq!(
+        iohil(&["report", run_dir.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let model = read_report(&run_dir);
+    assert!(
+        model
+            .status
+            .notes
+            .iter()
+            .any(|n| n.starts_with(&format!("EVIDENCE MISMATCH: {trace} has SHA-256"))),
+        "{:?}",
+        model.status.notes
+    );
+    assert!(model.anomalies.iter().any(|a| a.cause.contains(trace)));
+}
+
+#[test]
+fn verify_names_links_and_unfinished_writes() {
+    let (_keep, run_dir) = reference_copy();
+    std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
+    std::fs::write(run_dir.join("traces/.trial-0001.json.tmp"), b"{\"half").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/etc/hostname", run_dir.join("outside")).unwrap();
+    // The report itself says so ...
+    assert_eq!(
+        iohil(&["report", run_dir.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let model = read_report(&run_dir);
+    assert!(model
+        .status
+        .notes
+        .iter()
+        .any(|n| n.contains("never completed: traces/.trial-0001.json.tmp")));
+    // ... and verify never calls such a directory intact, nor follows the link.
+    let out = iohil(&["verify", run_dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("PARTIAL  traces/.trial-0001.json.tmp"),
+        "{stdout}"
+    );
+    #[cfg(unix)]
+    assert!(stdout.contains("LINK     outside"), "{stdout}");
+    let manifest = std::fs::read_to_string(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
+    #[cfg(unix)]
+    assert!(manifest.contains("\"outside\""));
+    assert!(
+        !manifest.contains(&iohil::sha256_hex(
+            &std::fs::read("/etc/hostname").unwrap_or_default()
+        )) || std::fs::read("/etc/hostname").is_err()
+    );
+}
+
+#[test]
+fn markdown_cannot_be_made_to_link_or_fetch() {
+    let mut model = read_report(reference_run());
+    model.scenarios[0].id =
+        "![x](http://evil.invalid/p.png) [y](http://evil.invalid) `z` | w".to_owned();
+    model.traceability[0].title = "<img src=x> **bold**".to_owned();
+    let md = report::markdown::render(&model);
+    assert!(!md.contains("](http"), "{md}");
+    assert!(!md.contains("<img"), "{md}");
+    assert!(
+        md.contains("\\!\\[x\\]\\(http://evil.invalid/p.png\\)"),
+        "{md}"
+    );
+    assert!(md.contains("\\`z\\` \\| w"), "{md}");
+    assert!(md.contains("&lt;img src=x&gt; \\*\\*bold\\*\\*"), "{md}");
+}
+
+#[test]
 fn report_regenerates_the_same_model_from_the_evidence() {
     let (_keep, run_dir) = reference_copy();
     let before = read_report(&run_dir);
@@ -297,7 +399,9 @@ fn report_regenerates_the_same_model_from_the_evidence() {
 #[test]
 fn an_interrupted_run_is_reported_as_incomplete() {
     let (_keep, run_dir) = reference_copy();
-    // What an interrupted run leaves: results.json with complete: false and fewer trials.
+    // What an interrupted run leaves: results.json with complete: false and fewer trials, and
+    // no manifest (it is written when the run ends).
+    std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
     let path = run_dir.join("results.json");
     let mut results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -311,7 +415,12 @@ fn an_interrupted_run_is_reported_as_incomplete() {
     );
     let model = read_report(&run_dir);
     assert!(!model.status.complete);
-    assert!(model.status.notes[0].starts_with("INCOMPLETE RUN: 2 of 2 planned trials"));
+    // The plan recorded before the first trial counts the three scenarios that never ran.
+    assert!(
+        model.status.notes[0].starts_with("INCOMPLETE RUN: 2 of 5 planned trials"),
+        "{:?}",
+        model.status.notes
+    );
     let html = std::fs::read_to_string(run_dir.join(report::REPORT_HTML)).unwrap();
     assert!(html.contains("INCOMPLETE RUN"));
     let junit = std::fs::read_to_string(run_dir.join(report::JUNIT_XML)).unwrap();
@@ -360,7 +469,9 @@ fn hostile_titles_and_ids_are_text_in_every_view() {
     std::fs::write(suite.path().join("hostile.yaml"), &hostile).unwrap();
     let (_keep, run_dir) = run(suite.path());
 
-    // And an id in stored evidence can be anything (a hand-edited results.json): regenerate.
+    // And an id in stored evidence can be anything (a hand-edited results.json, its manifest
+    // removed so that the report is regenerated at all): regenerate.
+    std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
     let path = run_dir.join("results.json");
     let original = std::fs::read_to_string(&path).unwrap();
     let hostile_id = serde_json::to_string(HOSTILE).unwrap();

@@ -255,6 +255,27 @@ fn sequence_gaps_wraparound_and_restarts() {
 }
 
 #[test]
+fn a_duplicate_frame_is_out_of_order_not_a_huge_loss() {
+    let frames = run_frames(3);
+    let mut bytes = Vec::new();
+    for (seq, frame) in [
+        (0u16, &frames[1]),
+        (1, &frames[2]),
+        (1, &frames[2]),
+        (2, &frames[3]),
+    ] {
+        bytes.extend(frame_bytes(seq, frame));
+    }
+    let (events, stats) = decode_in_pieces(&bytes, 9);
+    assert!(events.contains(&Event::OutOfOrder {
+        expected: 2,
+        received: 1
+    }));
+    assert_eq!(stats.lost, 0);
+    assert_eq!(stats.frames, 4);
+}
+
+#[test]
 fn fault_frames_decode() {
     let record = FaultRecord {
         kind: FaultKind::HardFault,

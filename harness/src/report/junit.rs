@@ -149,6 +149,13 @@ pub fn render(report: &Report) -> String {
                                 pass + fail + inconclusive
                             ),
                         }
+                    } else if *pass == 0 {
+                        Outcome::Error {
+                            kind: "inconclusive".to_owned(),
+                            message: format!(
+                                "no case exercised {property} ({inconclusive} inconclusive)"
+                            ),
+                        }
                     } else {
                         Outcome::Pass
                     },

@@ -50,7 +50,7 @@ const VIEWS: &[&str] = &[
 ];
 
 /// Every file under `run_dir` but the manifest, hashed, sorted by path. Temporary files of an
-/// atomic write in progress (`.*.tmp`) are included: an interrupted write is a finding.
+/// atomic write that never completed (`.*.tmp`) are included, and [`verify`] names them.
 pub fn hash_files(run_dir: &Path) -> Result<Vec<FileEntry>, RunError> {
     let mut paths = Vec::new();
     collect(run_dir, run_dir, &mut paths)?;
@@ -59,11 +59,25 @@ pub fn hash_files(run_dir: &Path) -> Result<Vec<FileEntry>, RunError> {
         if relative == MANIFEST_FILE {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| RunError::Io {
-            action: "read",
-            path: path.clone(),
-            source: e,
-        })?;
+        let is_link = std::fs::symlink_metadata(&path)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        // A symbolic link is recorded by what it points at, never followed: content outside
+        // the run directory is not this run's evidence.
+        let bytes = if is_link {
+            let target = std::fs::read_link(&path).map_err(|e| RunError::Io {
+                action: "read link",
+                path: path.clone(),
+                source: e,
+            })?;
+            format!("symlink -> {}", target.display()).into_bytes()
+        } else {
+            std::fs::read(&path).map_err(|e| RunError::Io {
+                action: "read",
+                path: path.clone(),
+                source: e,
+            })?
+        };
         entries.push(FileEntry {
             path: relative,
             bytes: bytes.len() as u64,
@@ -145,6 +159,10 @@ pub struct Verification {
     pub missing: Vec<String>,
     /// Files present but not listed.
     pub unlisted: Vec<String>,
+    /// Leftovers of an atomic write that never completed (`.*.tmp`), listed or not.
+    pub incomplete_writes: Vec<String>,
+    /// Symbolic links (recorded by their target, never followed).
+    pub links: Vec<String>,
     /// SHA-256 of the manifest file as read.
     pub manifest_sha256: String,
 }
@@ -152,7 +170,11 @@ pub struct Verification {
 impl Verification {
     /// Whether the run directory matches its manifest exactly.
     pub fn intact(&self) -> bool {
-        self.changed.is_empty() && self.missing.is_empty() && self.unlisted.is_empty()
+        self.changed.is_empty()
+            && self.missing.is_empty()
+            && self.unlisted.is_empty()
+            && self.incomplete_writes.is_empty()
+            && self.links.is_empty()
     }
 }
 
@@ -215,6 +237,22 @@ pub fn verify(run_dir: &Path) -> Result<Verification, VerifyError> {
         if !manifest.files.iter().any(|f| f.path == now.path) {
             result.unlisted.push(now.path.clone());
         }
+        if is_incomplete_write(&now.path) {
+            result.incomplete_writes.push(now.path.clone());
+        }
+        let is_link = std::fs::symlink_metadata(run_dir.join(&now.path))
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link {
+            result.links.push(now.path.clone());
+        }
     }
     Ok(result)
+}
+
+/// Whether `path` is the temporary file of an atomic write (`write_atomic` names them
+/// `.<name>.tmp`).
+pub fn is_incomplete_write(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with('.') && name.ends_with(".tmp")
 }

@@ -10,13 +10,13 @@ use crate::verdict::Verdict;
 pub fn render(report: &Report) -> String {
     let id = &report.identification;
     let mut md = format!(
-        "## iohil verification: {}\n\nRun `{}`",
+        "## iohil verification: {}\n\nRun {}",
         verdict_name(report.status.verdict),
         cell(&id.run_id)
     );
     if let Some(rig) = &id.rig {
         md.push_str(&format!(
-            " on rig `{}` ({}), firmware {} {}",
+            " on rig {} ({}), firmware {} {}",
             cell(&rig.id),
             cell(&rig.kind),
             cell(&rig.firmware.kind),
@@ -24,7 +24,7 @@ pub fn render(report: &Report) -> String {
         ));
     }
     md.push_str(&format!(
-        ", harness {} `{}`.\n\n",
+        ", harness {} {}.\n\n",
         cell(&id.harness.version),
         cell(&id.harness.git_commit)
     ));
@@ -117,11 +117,24 @@ pub fn render(report: &Report) -> String {
     md
 }
 
-/// Escapes text for a Markdown table cell.
+/// Escapes text from the evidence for Markdown (table cells and running text): every
+/// Markdown punctuation character is backslash-escaped, so no link, image, code span or
+/// emphasis can be formed; `&`, `<` and `>` become entities, so no HTML either.
 fn cell(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|'
+            | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }

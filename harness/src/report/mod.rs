@@ -293,6 +293,15 @@ pub enum ReportError {
         /// Parser message.
         message: String,
     },
+    /// The evidence no longer matches the manifest written with the last report: regenerating
+    /// would sign the change.
+    #[error("the evidence in {run_dir} changed since its manifest was written ({detail}); refusing to write a new manifest over it (hint: `iohil verify` names the files; remove manifest.json only if the change is deliberate and recorded)")]
+    Tampered {
+        /// Run directory.
+        run_dir: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// Rendering failed.
     #[error("cannot render {view}: {message}")]
     Render {
@@ -454,6 +463,47 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         .collect::<Vec<_>>();
 
     let mut notes = Vec::new();
+    // Every trace must still be the one results.json recorded.
+    for scenario in &results.scenarios {
+        for trial in scenario.trials.iter().filter(|t| !t.trace_file.is_empty()) {
+            let entry = evidence.iter().find(|f| f.path == trial.trace_file);
+            let problem = match entry {
+                None => Some("is missing".to_owned()),
+                Some(f) if f.sha256 != trial.trace_sha256 => Some(format!(
+                    "has SHA-256 {} but results.json recorded {}",
+                    f.sha256, trial.trace_sha256
+                )),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                notes.push(format!("EVIDENCE MISMATCH: {} {problem}", trial.trace_file));
+                anomalies.push(Anomaly {
+                    scenario: scenario.id.clone(),
+                    trial: Some(trial.trial),
+                    requirement: None,
+                    cause: format!("trace {} {problem}", trial.trace_file),
+                });
+            }
+        }
+    }
+    for file in evidence
+        .iter()
+        .filter(|f| manifest::is_incomplete_write(&f.path))
+    {
+        notes.push(format!(
+            "an evidence write never completed: {} (the run was killed while writing)",
+            file.path
+        ));
+    }
+    // The summary must agree with the verdicts it summarises.
+    let worst_scenario = results.scenarios.iter().filter_map(|s| s.verdict).max();
+    if worst_scenario.is_some() && worst_scenario > results.summary.verdict {
+        notes.push(format!(
+            "results.json's summary verdict {} is better than its worst scenario verdict {}",
+            verdict_name(results.summary.verdict),
+            verdict_name(worst_scenario)
+        ));
+    }
     if !results.complete {
         notes.push(format!(
             "INCOMPLETE RUN: {} of {} planned trials are recorded; the run was interrupted and \
@@ -546,11 +596,15 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
 }
 
 fn planned_trials(results: &RunResults) -> u64 {
-    results
-        .scenarios
-        .iter()
-        .map(|s| u64::from(s.trials_planned))
-        .sum()
+    if results.planned.is_empty() {
+        // Runs recorded before the plan was stored: what the recorded scenarios planned.
+        return results
+            .scenarios
+            .iter()
+            .map(|s| u64::from(s.trials_planned))
+            .sum();
+    }
+    results.planned.iter().map(|p| u64::from(p.trials)).sum()
 }
 
 fn now_utc() -> String {
@@ -756,6 +810,32 @@ pub struct Written {
 
 /// Builds the report of `run_dir` and writes every view and the manifest, atomically.
 pub fn write_all(run_dir: &Path) -> Result<Written, ReportError> {
+    // A manifest from an earlier report vouches for the evidence as it was: never re-sign a
+    // change. (A run's first report finds no manifest.)
+    if run_dir.join(manifest::MANIFEST_FILE).is_file() {
+        let check = manifest::verify(run_dir).map_err(|e| ReportError::Tampered {
+            run_dir: run_dir.to_owned(),
+            detail: e.to_string(),
+        })?;
+        // The views themselves are regenerated; any other difference is a change of evidence.
+        let views = [REPORT_JSON, REPORT_HTML, JUNIT_XML, SUMMARY_MD];
+        let evidence_changed: Vec<String> = check
+            .changed
+            .iter()
+            .map(|(path, _, _)| path.clone())
+            .chain(check.missing.iter().cloned())
+            .chain(check.unlisted.iter().cloned())
+            .chain(check.incomplete_writes.iter().cloned())
+            .chain(check.links.iter().cloned())
+            .filter(|path| !views.contains(&path.as_str()))
+            .collect();
+        if !evidence_changed.is_empty() {
+            return Err(ReportError::Tampered {
+                run_dir: run_dir.to_owned(),
+                detail: evidence_changed.join(", "),
+            });
+        }
+    }
     let report = build(run_dir)?;
     let json = serde_json::to_vec(&report).map_err(|e| ReportError::Render {
         view: REPORT_JSON,

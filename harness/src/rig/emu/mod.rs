@@ -673,6 +673,11 @@ impl TrialRun {
                         "{count} telemetry frame(s) lost before t = {t:.4} s"
                     ));
                 }
+                TelemetryEvent::OutOfOrder { expected, received } => {
+                    self.anomalies.push(format!(
+                        "telemetry frame {received} arrived where {expected} was expected (duplicate or out of order) before t = {t:.4} s"
+                    ));
+                }
                 TelemetryEvent::Skipped { bytes, reason } => {
                     self.anomalies.push(format!(
                         "{bytes} telemetry byte(s) skipped ({reason:?}) before t = {t:.4} s"

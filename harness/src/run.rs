@@ -110,6 +110,9 @@ pub struct TrialResult {
     /// Faults the firmware recorded (make the trial FAIL).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firmware_faults: Vec<String>,
+    /// The firmware that produced this trial's trace, when it is not the rig's (`rig.firmware`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<crate::trace::FirmwareIdentity>,
 }
 
 /// One scenario's record.
@@ -420,6 +423,8 @@ pub fn run_suite(
                         verdicts,
                         anomalies: trace.anomalies.clone(),
                         firmware_faults: trace.firmware_faults.clone(),
+                        firmware: (trace.firmware != results.rig.firmware)
+                            .then(|| trace.firmware.clone()),
                     }
                 }
                 Err(rig_error) => TrialResult {
@@ -442,6 +447,7 @@ pub fn run_suite(
                         .collect(),
                     anomalies: vec![rig_error.to_string()],
                     firmware_faults: Vec::new(),
+                    firmware: None,
                 },
             };
             scenario_result.trials.push(trial_result);

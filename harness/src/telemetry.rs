@@ -1,15 +1,16 @@
 //! Decoder of the board's RTT telemetry stream.
 //!
 //! The format is specified once, in `driver_core::telemetry` (frame layout, payload tables,
-//! CRC). This decoder is written from that specification, not from the encoder, and tested
-//! against the encoder's frames. It accepts a byte stream in arbitrary pieces (as RTT reads
+//! CRC). This decoder is written from that specification, field by field, without driver-core's
+//! own parsers (only its types and the CRC function, whose check value is tested), and tested
+//! against the encoder's frames and against bytes written out by hand. It accepts a byte stream in arbitrary pieces (as RTT reads
 //! deliver it), resynchronises after garbage or a damaged frame, and reports every frame lost
 //! (a jump in sequence numbers) instead of hiding it: the rigs turn a loss into an
 //! INCONCLUSIVE trial.
 
 use driver_core::telemetry::{
-    crc16, decode_fault_payload, FaultRecord, FirmwareId, TickRecord, BOOT_LEN, FAULT_LEN,
-    HEADER_LEN, IDENT_LEN, KIND_BOOT, KIND_FAULT, KIND_TICK, SYNC, TICK_LEN, TRAILER_LEN,
+    crc16, FaultKind, FaultRecord, FirmwareId, TickRecord, BOOT_LEN, FAULT_LEN, HEADER_LEN,
+    IDENT_LEN, KIND_BOOT, KIND_FAULT, KIND_TICK, SYNC, TICK_LEN, TRAILER_LEN,
 };
 
 /// The boot frame's payload.
@@ -250,12 +251,24 @@ fn parse_body(kind: u8, payload: &[u8]) -> Option<Body> {
     };
     match kind {
         KIND_BOOT => {
-            let id_bytes: &[u8; IDENT_LEN] = payload[4..4 + IDENT_LEN].try_into().ok()?;
+            // The identity record, field by field from its table (not through driver-core's own
+            // parser, so that a layout error on one side shows).
+            let id = &payload[4..4 + IDENT_LEN];
+            if &id[0..8] != b"IOHILFW\x01" {
+                return None;
+            }
             Some(Body::Boot(BootInfo {
                 format_version: payload[0],
                 reset_cause: payload[1],
                 tick_hz: u16_at(2),
-                id: FirmwareId::from_bytes(id_bytes)?,
+                id: FirmwareId {
+                    firmware_version: field(id, 8),
+                    core_version: field(id, 24),
+                    git_commit: field(id, 40),
+                    flags: id[60],
+                    core_source_sha256: field(id, 64),
+                    build_id: field(id, 96),
+                },
             }))
         }
         KIND_TICK => Some(Body::Tick(TickRecord {
@@ -274,7 +287,33 @@ fn parse_body(kind: u8, payload: &[u8]) -> Option<Body> {
             baseline_ma: u16_at(20),
             isr_cycles: u32_at(22),
         })),
-        KIND_FAULT => decode_fault_payload(payload).map(Body::Fault),
+        KIND_FAULT => Some(Body::Fault(FaultRecord {
+            kind: match payload[0] {
+                1 => FaultKind::Panic,
+                2 => FaultKind::HardFault,
+                3 => FaultKind::UnexpectedInterrupt,
+                4 => FaultKind::InitFailure,
+                _ => return None,
+            },
+            pc: u32_at(4),
+            lr: u32_at(8),
+            xpsr: u32_at(12),
+            cfsr: u32_at(16),
+            hfsr: u32_at(20),
+            mmfar: u32_at(24),
+            bfar: u32_at(28),
+            tick: u32_at(32),
+            line: u32_at(36),
+        })),
         _ => None,
     }
+}
+
+/// `N` bytes of `bytes` from `from` (the caller's fixed layout keeps it in bounds).
+fn field<const N: usize>(bytes: &[u8], from: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(src) = bytes.get(from..from + N) {
+        out.copy_from_slice(src);
+    }
+    out
 }

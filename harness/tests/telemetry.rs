@@ -254,6 +254,80 @@ fn sequence_gaps_wraparound_and_restarts() {
     assert_eq!(stats.frames, 7);
 }
 
+/// Frames written byte by byte from the format's tables, independent of the encoder.
+#[test]
+fn hand_written_frames_decode_to_the_documented_fields() {
+    fn frame(kind: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![SYNC, kind, payload.len() as u8];
+        f.extend(seq.to_le_bytes());
+        f.extend(payload);
+        let crc = driver_core::telemetry::crc16(&f[1..]);
+        f.extend(crc.to_le_bytes());
+        f
+    }
+    let mut boot = vec![1, 0x08, 0xE8, 0x03];
+    boot.extend(b"IOHILFW\x01");
+    boot.extend(b"2.3.4\0\0\0\0\0\0\0\0\0\0\0");
+    boot.extend(b"0.1.0\0\0\0\0\0\0\0\0\0\0\0");
+    boot.extend([0xC3; 20]);
+    boot.extend([0x01, 0, 0, 0]);
+    boot.extend([0x77; 32]);
+    boot.extend([0x11; 16]);
+    let mut fault = vec![2, 0, 0, 0];
+    for v in [
+        0x0800_1001u32,
+        0xFFFF_FFF9,
+        0x6100_0000,
+        0x400,
+        0x4000_0000,
+        0,
+        0x4800_0000,
+        42,
+        7,
+    ] {
+        fault.extend(v.to_le_bytes());
+    }
+    let mut bytes = frame(1, 0, &boot);
+    bytes.extend(frame(3, 1, &fault));
+    let (events, stats) = decode_in_pieces(&bytes, 5);
+    assert_eq!(stats.frames, 2);
+    match &events[0] {
+        Event::Frame {
+            body: Body::Boot(b),
+            seq: 0,
+        } => {
+            assert_eq!(
+                (b.format_version, b.reset_cause, b.tick_hz),
+                (1, 0x08, 1000)
+            );
+            assert_eq!(&b.id.firmware_version[..6], b"2.3.4\0");
+            assert_eq!(b.id.git_commit, [0xC3; 20]);
+            assert_eq!(b.id.flags, id_flags::DIRTY);
+            assert_eq!(b.id.core_source_sha256, [0x77; 32]);
+            assert_eq!(b.id.build_id, [0x11; 16]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        events[1],
+        Event::Frame {
+            seq: 1,
+            body: Body::Fault(FaultRecord {
+                kind: FaultKind::HardFault,
+                pc: 0x0800_1001,
+                lr: 0xFFFF_FFF9,
+                xpsr: 0x6100_0000,
+                cfsr: 0x400,
+                hfsr: 0x4000_0000,
+                mmfar: 0,
+                bfar: 0x4800_0000,
+                tick: 42,
+                line: 7,
+            })
+        }
+    );
+}
+
 #[test]
 fn a_duplicate_frame_is_out_of_order_not_a_huge_loss() {
     let frames = run_frames(3);

@@ -397,7 +397,18 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         }
     };
 
+    // Every firmware that produced a trace: the rig's, and any a trial recorded as different.
     let mut firmware: Vec<FirmwareIdentity> = vec![results.rig.firmware.clone()];
+    for f in results
+        .scenarios
+        .iter()
+        .flat_map(|s| &s.trials)
+        .filter_map(|t| t.firmware.as_ref())
+    {
+        if !firmware.contains(f) {
+            firmware.push(f.clone());
+        }
+    }
     let mut scenarios = Vec::new();
     let mut anomalies = Vec::new();
     for scenario in &results.scenarios {

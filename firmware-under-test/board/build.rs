@@ -123,8 +123,8 @@ fn git_identity(dir: &Path) -> ([u8; 20], u8) {
     }
     // Dirty when the firmware's own inputs (board and core, new untracked files included)
     // differ from the commit.
-    let dirty = git(&["status", "--porcelain", "--", ".", "../driver-core"])
-    .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--", ".", "../driver-core"]).is_some_and(|s| !s.is_empty());
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         println!("cargo:rerun-if-changed={git_dir}/HEAD");
         println!("cargo:rerun-if-changed={git_dir}/index");

@@ -1,23 +1,9 @@
 //! The `iohil` binary as a user runs it: exit codes, output, evidence on disk.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{iohil_in, repo, text};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn iohil(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iohil"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("iohil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use std::path::Path;
 
 /// A scratch suite: the shipped requirements and profiles, plus the given scenario files.
 fn scratch_suite(requirements: &str, scenarios: &[(&str, &str)]) -> tempfile::TempDir {
@@ -48,7 +34,7 @@ bone: { profile: adult-proximal-tibia }
 #[test]
 fn run_prints_tables_and_writes_evidence_with_exit_0() {
     let reports = tempfile::tempdir().expect("tempdir");
-    let out = iohil(
+    let out = iohil_in(
         &[
             "run",
             "scenarios/reference/adult-proximal-tibia.yaml",
@@ -89,7 +75,7 @@ fn a_fail_verdict_gives_exit_1() {
         "max_latency_ms: { value: 5, unit: ms }",
     );
     let suite = scratch_suite(&requirements, &[("adult.yaml", ADULT)]);
-    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let out = iohil_in(&["run", ".", "--reports", "reports"], suite.path());
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("SR-01  FAIL"), "{stdout}");
@@ -102,7 +88,7 @@ fn an_inconclusive_verdict_without_fail_gives_exit_3() {
     // SR-09 needs a trigger release; this scenario never releases.
     let scenario = ADULT.replace("verifies: [SR-01, SR-03]", "verifies: [SR-01, SR-09]");
     let suite = scratch_suite(&shipped_requirements(), &[("adult.yaml", &scenario)]);
-    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let out = iohil_in(&["run", ".", "--reports", "reports"], suite.path());
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("SR-09  INCONCLUSIVE"), "{stdout}");
@@ -113,7 +99,7 @@ fn an_inconclusive_verdict_without_fail_gives_exit_3() {
 fn bad_input_gives_exit_2_with_location_and_runs_nothing() {
     let bad = ADULT.replace("bone:", "operator: { pushn: 35 }\nbone:");
     let suite = scratch_suite(&shipped_requirements(), &[("bad.yaml", &bad)]);
-    let out = iohil(&["run", ".", "--reports", "reports"], suite.path());
+    let out = iohil_in(&["run", ".", "--reports", "reports"], suite.path());
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.yaml:5:"), "{stderr}");
@@ -125,18 +111,18 @@ fn bad_input_gives_exit_2_with_location_and_runs_nothing() {
         "no evidence directory for a run that did not start"
     );
 
-    let out = iohil(&["check", "."], suite.path());
+    let out = iohil_in(&["check", "."], suite.path());
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn usage_errors_give_exit_2() {
-    let out = iohil(&["run", "--rig", "warp"], &repo());
+    let out = iohil_in(&["run", "--rig", "warp"], &repo());
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("warp"));
-    let out = iohil(&["frobnicate"], &repo());
+    let out = iohil_in(&["frobnicate"], &repo());
     assert_eq!(out.status.code(), Some(2));
-    let out = iohil(&["run", "no/such/dir"], &repo());
+    let out = iohil_in(&["run", "no/such/dir"], &repo());
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("no/such/dir"),
@@ -147,14 +133,14 @@ fn usage_errors_give_exit_2() {
 
 #[test]
 fn check_accepts_the_shipped_suite() {
-    let out = iohil(&["check", "scenarios"], &repo());
+    let out = iohil_in(&["check", "scenarios"], &repo());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("scenarios valid"));
 }
 
 #[test]
 fn schema_is_json_schema_of_the_scenario_format() {
-    let out = iohil(&["schema"], &repo());
+    let out = iohil_in(&["schema"], &repo());
     assert_eq!(out.status.code(), Some(0));
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
     assert!(schema["properties"]["operator"].is_object(), "{schema}");
@@ -168,7 +154,7 @@ fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
     let reports = tempfile::tempdir().expect("tempdir");
     let dir = reports.path().to_str().expect("utf-8 path");
     for (shard, id) in [("1/2", "s1"), ("2/2", "s2")] {
-        let out = iohil(
+        let out = iohil_in(
             &[
                 "fuzz",
                 "--cases",
@@ -191,7 +177,7 @@ fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
         assert!(stdout.contains("verdict: PASS"), "{stdout}");
         assert!(reports.path().join(id).join("fuzz.json").is_file());
     }
-    let out = iohil(
+    let out = iohil_in(
         &[
             "fuzz-merge",
             &format!("{dir}/s1"),
@@ -210,9 +196,9 @@ fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
         "{stdout}"
     );
 
-    let out = iohil(&["fuzz", "--shard", "0/2"], &repo());
+    let out = iohil_in(&["fuzz", "--shard", "0/2"], &repo());
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("K must be between 1 and N"));
-    let out = iohil(&["fuzz", "--cases", "0"], &repo());
+    let out = iohil_in(&["fuzz", "--cases", "0"], &repo());
     assert_eq!(out.status.code(), Some(2), "an empty campaign is refused");
 }

@@ -5,7 +5,10 @@
 //! (default: the `--broken-detector` and `--test-panic` test builds). Without them they say `skipped` and return, unless
 //! `IOHIL_REQUIRE_BOARD_ELF=1` (set by `.ci/run`, which builds both first).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::repo;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use iohil::rig::emu::stm32::TIM1_BDTR;
@@ -14,10 +17,6 @@ use iohil::run::{run_suite, RunOptions, RunResults};
 use iohil::scenario::load::load_suite;
 use iohil::trace::{EventSource, Trace};
 use iohil::verdict::Verdict;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn elf(variable: &str, default: &str) -> Option<PathBuf> {
     let path = std::env::var_os(variable)

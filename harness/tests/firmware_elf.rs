@@ -6,27 +6,13 @@
 //! ELF fails. Each damaged copy of the ELF must fail exactly the check it targets, so the
 //! checks are shown to be able to fail.
 
+mod common;
+use common::{iohil, repo, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use iohil::firmware::{inspect, inspect_bytes, FirmwareError, DEFAULT_CHIP, DEFAULT_ELF};
 use object::{Object, ObjectSection};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn iohil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iohil"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("iohil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The real ELF's path and bytes, or `None` (test skipped) when it was not built here.
 fn board_elf() -> Option<(PathBuf, Vec<u8>)> {

@@ -7,28 +7,15 @@
 //! return when it is missing, unless `IOHIL_REQUIRE_REPORT_TOOLS=1` (set by `.ci/run`, which
 //! installs them), where a missing tool fails the test.
 
+mod common;
+use common::{iohil, repo, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use iohil::report::{self, Report};
 use iohil::verdict::Verdict;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn iohil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iohil"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("iohil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Runs `suite` into a fresh reports directory; returns it and the run directory.
 fn run(suite: &Path) -> (tempfile::TempDir, PathBuf) {

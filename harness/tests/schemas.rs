@@ -1,11 +1,9 @@
 //! The published JSON Schemas (`harness/schemas/`) match the code, and real files validate.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::repo;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::process::Command;
 
 fn published(name: &str) -> serde_json::Value {
     let path = repo().join("harness/schemas").join(name);

@@ -236,6 +236,11 @@ fn a_firmware_panic_is_a_fail_with_its_fault_record() {
         assert_eq!(v.verdict, Verdict::Fail, "{v:?}");
         assert!(v.detail.starts_with("firmware fault: "), "{v:?}");
     }
+    // The report lists it with the anomalies a reviewer must read.
+    let model = iohil::report::build(&dir.path().join("r")).expect("report");
+    assert!(model.anomalies.iter().any(|a| a
+        .cause
+        .starts_with("firmware fault (the trial FAILs): fault record in RAM: panic")));
 }
 
 #[test]

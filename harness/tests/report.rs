@@ -182,7 +182,7 @@ fn run_writes_every_view_and_a_manifest() {
         "Identification and provenance",
         "Acceptance criteria (stated before execution)",
         "Traceability matrix",
-        "Anomalies and INCONCLUSIVE verdicts",
+        "Firmware faults, anomalies and INCONCLUSIVE verdicts",
         "Evidence manifest",
     ] {
         assert!(html.contains(section), "{section}");

@@ -86,7 +86,7 @@ pub struct Report {
     pub traceability: Vec<TraceabilityEntry>,
     /// Per scenario.
     pub scenarios: Vec<ScenarioSection>,
-    /// Every anomaly and every INCONCLUSIVE verdict, with its cause.
+    /// Every firmware fault, rig anomaly and INCONCLUSIVE verdict, with its cause.
     pub anomalies: Vec<Anomaly>,
     /// The fuzz campaign, when the run directory holds one.
     pub fuzz: Option<FuzzSection>,
@@ -655,6 +655,14 @@ fn scenario_section(
         })
         .collect();
     for t in &scenario.trials {
+        for fault in &t.firmware_faults {
+            anomalies.push(Anomaly {
+                scenario: scenario.id.clone(),
+                trial: Some(t.trial),
+                requirement: None,
+                cause: format!("firmware fault (the trial FAILs): {fault}"),
+            });
+        }
         for cause in &t.anomalies {
             anomalies.push(Anomaly {
                 scenario: scenario.id.clone(),

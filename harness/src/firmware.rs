@@ -18,6 +18,8 @@ use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags};
 use probe_rs::config::{MemoryRegion, Registry};
 use serde::Serialize;
 
+use crate::hex;
+
 /// The driver board's MCU, as probe-rs names it.
 pub const DEFAULT_CHIP: &str = "STM32G431CBUx";
 /// Flash budget of the firmware, bytes (half of the part's 128 KiB, room to grow and to keep
@@ -530,8 +532,4 @@ fn read_at(file: &object::File<'_>, address: u64, len: u64) -> Option<Vec<u8>> {
         data.get(usize::try_from(offset).ok()?..usize::try_from(end).ok()?)
             .map(<[u8]>::to_vec)
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -142,8 +142,17 @@ pub fn scenario_summary(result: &ScenarioResult, traces: &[Trace]) -> String {
     out
 }
 
-/// Reads a trial's trace back from a run directory.
+/// Reads a trial's trace back from a run directory. `trace_file` comes from stored evidence:
+/// a path that could leave the run directory (absolute, `..`) is refused, not read.
 pub fn read_trace(run_dir: &Path, trace_file: &str) -> Result<Trace, String> {
+    let inside = Path::new(trace_file)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(format!(
+            "trace path {trace_file:?} leaves the run directory; not read"
+        ));
+    }
     let path = run_dir.join(trace_file);
     let bytes =
         std::fs::read(&path).map_err(|e| format!("failed to read {}: {e}", path.display()))?;

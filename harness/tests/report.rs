@@ -299,6 +299,35 @@ fn report_refuses_to_re_sign_changed_evidence_and_flags_it_without_a_manifest() 
 }
 
 #[test]
+fn a_trace_path_leaving_the_run_directory_is_not_read() {
+    let (_keep, run_dir) = reference_copy();
+    std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();
+    let path = run_dir.join("results.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let edited = original.replacen(
+        "traces/adult-proximal-tibia-nominal/trial-0000.json",
+        "../../../etc/hostname",
+        1,
+    );
+    assert_ne!(edited, original);
+    std::fs::write(&path, edited).unwrap();
+    assert_eq!(
+        iohil(&["report", run_dir.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let model = read_report(&run_dir);
+    assert!(model.anomalies.iter().any(|a| a
+        .cause
+        .contains("\"../../../etc/hostname\" leaves the run directory")));
+    let s = model
+        .scenarios
+        .iter()
+        .find(|s| s.id == "adult-proximal-tibia-nominal")
+        .unwrap();
+    assert!(s.plot.is_none());
+}
+
+#[test]
 fn verify_names_links_and_unfinished_writes() {
     let (_keep, run_dir) = reference_copy();
     std::fs::remove_file(run_dir.join(report::manifest::MANIFEST_FILE)).unwrap();

@@ -711,23 +711,6 @@ fn scenario_section(
                 .then(b.trial.cmp(&a.trial))
         });
     let mut firmware = Vec::new();
-    let inside_run = |file: &str| {
-        Path::new(file)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-    };
-    if let Some(t) = chosen.filter(|t| !inside_run(&t.trace_file)) {
-        anomalies.push(Anomaly {
-            scenario: scenario.id.clone(),
-            trial: Some(t.trial),
-            requirement: None,
-            cause: format!(
-                "trace path {:?} leaves the run directory; not read",
-                t.trace_file
-            ),
-        });
-    }
-    let chosen = chosen.filter(|t| inside_run(&t.trace_file));
     let plot = chosen.and_then(
         |t| match crate::snapshot::read_trace(run_dir, &t.trace_file) {
             Ok(trace) => {

@@ -4,6 +4,7 @@
 //! This module owns the trait and the rig registry. Physics lives in [`crate::plant`],
 //! requirement checks in [`crate::verdict`].
 
+pub mod bench;
 pub mod emu;
 pub mod record;
 pub mod sim;

@@ -1,0 +1,1 @@
+//! The real [`super::target::Target`]: a debug probe, through probe-rs.

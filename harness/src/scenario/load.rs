@@ -594,6 +594,8 @@ impl Diagnostic for ProblemDiagnostic {
 pub struct LoadError {
     problems: Vec<Problem>,
     diagnostics: Vec<ProblemDiagnostic>,
+    /// What was read ("scenario files", "rig file").
+    what: &'static str,
 }
 
 impl LoadError {
@@ -601,6 +603,7 @@ impl LoadError {
         Self {
             problems: diagnostics.iter().map(|d| d.problem.clone()).collect(),
             diagnostics,
+            what: "scenario files",
         }
     }
 
@@ -615,8 +618,9 @@ impl fmt::Display for LoadError {
         let n = self.problems.len();
         write!(
             f,
-            "{n} problem{} in scenario files:",
-            if n == 1 { "" } else { "s" }
+            "{n} problem{} in {}:",
+            if n == 1 { "" } else { "s" },
+            self.what
         )?;
         // One line each; the help texts are in the problems and the related diagnostics.
         for p in &self.problems {
@@ -880,6 +884,32 @@ pub fn load_profiles(path: &Path) -> Result<Profiles, LoadError> {
     match check_profiles(&doc, &mut sink) {
         Some(p) if sink.is_empty() => Ok(p),
         _ => Err(LoadError::new(by_position(sink))),
+    }
+}
+
+/// Loads another kind of YAML file (`what`: "rig file") with the scenario files' reading rules
+/// and diagnostics: UTF-8, syntax, duplicate keys, unknown keys and wrong types point at file,
+/// line and column. `check` then validates values; it reports each problem with the YAML path
+/// (`load.port`) it is about, and the problem points there.
+pub fn load_yaml_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+    check: impl FnOnce(&T, &mut dyn FnMut(&str, String, Option<String>)),
+) -> Result<T, LoadError> {
+    let error = |problems| LoadError {
+        what,
+        ..LoadError::new(problems)
+    };
+    let doc = read_doc(path).map_err(|p| error(vec![*p]))?;
+    let value: T = doc.parse().map_err(|p| error(vec![*p]))?;
+    let mut sink = Vec::new();
+    check(&value, &mut |yaml_path, message, help| {
+        sink.push(doc.at(yaml_path, message, help));
+    });
+    if sink.is_empty() {
+        Ok(value)
+    } else {
+        Err(error(by_position(sink)))
     }
 }
 

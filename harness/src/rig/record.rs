@@ -4,7 +4,7 @@
 
 use driver_core::{event, Inputs, Outputs, State};
 
-use crate::plant::Plant;
+use crate::plant::{GroundTruth, Plant};
 use crate::scenario::Scenario;
 use crate::trace::{EventSource, Samples, TraceEvent};
 
@@ -25,6 +25,25 @@ pub const FIRMWARE_EVENT_NAMES: &[(u16, &str)] = &[
     (event::LOW_BATTERY_WARNING, "low_battery_warning"),
     (event::DONE, "done"),
 ];
+
+/// The ground truth of one tick's sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TruthSample {
+    /// Needle depth, mm.
+    pub depth_mm: f64,
+    /// Output shaft speed, rpm.
+    pub speed_rpm: f64,
+    /// Output shaft revolutions since the start.
+    pub revolutions: f64,
+    /// Load torque, N*mm.
+    pub load_torque_nmm: f64,
+    /// Mean motor current over the tick, A.
+    pub current_a: f64,
+    /// Battery terminal voltage, V.
+    pub battery_v: f64,
+    /// Operator push, N.
+    pub push_n: f64,
+}
 
 /// Samples and events of one trial, tick by tick.
 #[derive(Debug)]
@@ -65,6 +84,33 @@ impl TickRecorder {
         inputs: &Inputs,
         outputs: &Outputs,
     ) {
+        self.record_truth(&TruthSample {
+            depth_mm: plant.depth_mm(),
+            speed_rpm: plant.output_speed_rpm(),
+            revolutions: plant.output_revolutions(),
+            load_torque_nmm: plant.load_torque_nmm(),
+            current_a: true_current_a,
+            battery_v: plant.terminal_v(),
+            push_n: plant.push_n(),
+        });
+        self.record_firmware(t, trigger, inputs, outputs);
+    }
+
+    /// The ground-truth half of a tick's sample (call before [`TickRecorder::record_firmware`]).
+    pub fn record_truth(&mut self, truth: &TruthSample) {
+        let s = &mut self.samples;
+        s.depth_mm.push(truth.depth_mm);
+        s.speed_rpm.push(truth.speed_rpm);
+        s.revolutions.push(truth.revolutions);
+        s.load_torque_nmm.push(truth.load_torque_nmm);
+        s.current_a.push(truth.current_a);
+        s.battery_v.push(truth.battery_v);
+        s.push_n.push(truth.push_n);
+    }
+
+    /// The firmware's half of the tick ending at `t` s: its events, state, inputs and outputs,
+    /// and the trigger level.
+    pub fn record_firmware(&mut self, t: f64, trigger: bool, inputs: &Inputs, outputs: &Outputs) {
         for (bit, name) in FIRMWARE_EVENT_NAMES {
             if outputs.events & bit != 0 {
                 let detail = match *bit {
@@ -88,19 +134,17 @@ impl TickRecorder {
         }
         let s = &mut self.samples;
         s.t_s.push(t);
-        s.depth_mm.push(plant.depth_mm());
-        s.speed_rpm.push(plant.output_speed_rpm());
-        s.revolutions.push(plant.output_revolutions());
-        s.load_torque_nmm.push(plant.load_torque_nmm());
-        s.current_a.push(true_current_a);
-        s.battery_v.push(plant.terminal_v());
-        s.push_n.push(plant.push_n());
         s.trigger.push(trigger);
         s.measured_current_ma.push(inputs.motor_current_ma);
         s.measured_battery_mv.push(inputs.battery_mv);
         s.duty_permille.push(outputs.duty_permille);
         s.brake.push(outputs.brake);
         s.state.push(outputs.state as u8);
+    }
+
+    /// When the firmware last reported the motor off (none since it last started), s.
+    pub fn motor_off_at(&self) -> Option<f64> {
+        self.motor_off_at
     }
 
     /// A firmware event that is not a tick's (a log line, a fault record).
@@ -124,8 +168,12 @@ impl TickRecorder {
     }
 
     /// The samples and the events (plant ground-truth events added), in time order.
-    pub fn finish(mut self, plant: &Plant) -> (Samples, Vec<TraceEvent>) {
-        let truth = plant.ground_truth();
+    pub fn finish(self, plant: &Plant) -> (Samples, Vec<TraceEvent>) {
+        self.finish_with(&plant.ground_truth())
+    }
+
+    /// As [`TickRecorder::finish`], with ground truth from elsewhere (the bench's load).
+    pub fn finish_with(mut self, truth: &GroundTruth) -> (Samples, Vec<TraceEvent>) {
         for (kind, time) in [
             ("cortex_contact", truth.cortex_contact_s),
             ("t_bt", truth.t_bt_s),

@@ -1477,6 +1477,55 @@ mod tests {
         assert_eq!(peek_tag(b"HELLO"), None);
     }
 
+    /// Every line of the specification's example transcripts decodes, and parses as a
+    /// request (`>`) or a reply (`<`), so the document cannot drift from the codec.
+    #[test]
+    fn specification_transcript_is_valid() {
+        let spec = include_str!("../../docs/load-protocol.md");
+        let mut checked = 0;
+        for line in spec.lines() {
+            let (direction, line) = match line.split_at_checked(2) {
+                Some(("> ", rest)) => ('>', rest),
+                Some(("< ", rest)) => ('<', rest),
+                _ => continue,
+            };
+            if line.ends_with("*0000") {
+                // The deliberately damaged request.
+                assert!(matches!(
+                    decode_line(line.as_bytes()),
+                    Err(LineError::CrcMismatch { .. })
+                ));
+                continue;
+            }
+            let body = decode_line(line.as_bytes());
+            assert!(body.is_ok(), "{line}: {body:?}");
+            let body = body.unwrap_or_default();
+            if direction == '>' {
+                assert!(parse_request(body).is_ok(), "{line}");
+            } else {
+                let reply = parse_reply(body);
+                assert!(reply.is_ok(), "{line}: {reply:?}");
+                if let Ok(Reply {
+                    outcome: Outcome::Ok(f),
+                    ..
+                }) = reply
+                {
+                    if body.contains(" data=") {
+                        assert_eq!(parse_read_reply(&f, 0, 2).map(|s| s.len()), Ok(2));
+                    }
+                    if body.contains(" state=") {
+                        assert!(Status::from_fields(&f).is_ok());
+                    }
+                    if body.contains(" cap_fracture_us=") {
+                        assert!(Truth::from_fields(&f).is_ok());
+                    }
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 35, "{checked} transcript lines");
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {

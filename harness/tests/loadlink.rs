@@ -480,3 +480,56 @@ async fn a_missing_port_is_an_io_error_naming_it() {
         "{error}"
     );
 }
+
+/// Environment variable that turns [`child_process_says_hello`] into the child half of
+/// [`a_second_process_opens_the_pty_by_path`].
+const CHILD_PTY_VAR: &str = "IOHIL_LOADLINK_CHILD_PTY";
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_process_opens_the_pty_by_path() {
+    // `iohil loadsim` serves in one process and the bench rig opens the port in another.
+    let load = virtual_load(ScriptedPlayback::new(), ServeOptions::default());
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = load.path.clone();
+    let child = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "child_process_says_hello",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_PTY_VAR, path)
+            .output()
+    });
+    let output = bounded("child process", child)
+        .await
+        .expect("join")
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("child hello: iohil-scripted-load"),
+        "{stdout}"
+    );
+}
+
+#[test]
+#[ignore = "the child half of a_second_process_opens_the_pty_by_path"]
+fn child_process_says_hello() {
+    let path = std::env::var(CHILD_PTY_VAR).expect("run by a_second_process_opens_the_pty_by_path");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = bounded(
+            "open",
+            LoadClient::open(&path, 115_200, ClientOptions::default()),
+        )
+        .await
+        .expect("the child opens the pty slave by its path");
+        let identity = bounded("hello", client.hello()).await.expect("hello");
+        println!("child hello: {}", identity.model);
+    });
+}

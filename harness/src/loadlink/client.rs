@@ -586,7 +586,11 @@ impl LoadClient {
         let tag = self.take_tag();
         let line = request.to_line(tag);
         self.stats.requests += 1;
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        // A configured timeout too large for the clock means: wait a day.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400));
         match tokio::time::timeout_at(deadline, self.write_line(line.as_bytes())).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(Failure::Final(error)),

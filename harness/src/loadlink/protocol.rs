@@ -1033,6 +1033,7 @@ pub fn sanitize_text(text: &str) -> String {
 pub fn hex_upper(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(bytes.len() * 2);
+    // A nibble is below 16, so both indexings are in range.
     for &b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0F)]));

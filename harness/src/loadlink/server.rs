@@ -18,6 +18,8 @@ use super::protocol::{
 
 /// Longest profile table the virtual controller accepts at `PROFILE BEGIN`, bytes.
 pub const MAX_PROFILE_LEN: u32 = 4 * 1024 * 1024;
+/// Longest a reply may wait for the host to accept it before it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Most samples one run may record (`ARM` with more is refused with `RANGE`).
 pub const MAX_RECORDED_SAMPLES: u64 = 2_000_000;
 
@@ -261,11 +263,14 @@ impl Controller {
                         }
                         let output = self.handle_line(&line, playback);
                         if !output.is_empty() {
-                            let written = async {
+                            // Bounded, so a host that stops reading cannot stall the
+                            // playback polling and the link watchdog; the reply is dropped.
+                            let written = tokio::time::timeout(WRITE_TIMEOUT, async {
                                 stream.write_all(&output).await?;
                                 stream.flush().await
-                            }
-                            .await;
+                            })
+                            .await
+                            .unwrap_or(Ok(()));
                             match written {
                                 Ok(()) => {}
                                 Err(error) if is_hang_up(&error) => {
@@ -1067,6 +1072,38 @@ mod tests {
         assert!(b.playback.stopped);
         assert_eq!(b.code("READ 0 5"), "OK");
         assert_eq!(b.code("START"), "STATE");
+    }
+
+    #[test]
+    fn an_injected_load_fault_stops_the_run() {
+        let mut b = Bench::new(ServeOptions {
+            faults: InjectedFaults {
+                load_fault_after: Some(Duration::from_millis(10)),
+                ..InjectedFaults::default()
+            },
+            ..ServeOptions::default()
+        });
+        b.upload("bone", b"bone");
+        b.upload("push", b"push");
+        assert_eq!(b.code("ARM 1000 10000"), "OK");
+        assert_eq!(b.code("START"), "OK");
+        std::thread::sleep(Duration::from_millis(15));
+        let (_, status) = b.send("STATUS");
+        assert!(status.starts_with("state=fault"), "{status}");
+        assert!(status.ends_with("fault=injected_load_fault"), "{status}");
+        assert!(b.playback.stopped);
+        assert_eq!(b.code("READ 0 5"), "OK");
+        assert_eq!(b.code("ESTOP"), "OK");
+        let (_, status) = b.send("STATUS");
+        assert!(status.starts_with("state=estop"), "{status}");
+        assert!(
+            status.ends_with("fault=injected_load_fault"),
+            "the fault stays: {status}"
+        );
+        assert_eq!(b.code("CLEAR"), "OK");
+        let (_, status) = b.send("STATUS");
+        assert!(status.starts_with("state=loaded"), "{status}");
+        assert!(status.ends_with("fault=-"), "{status}");
     }
 
     #[test]

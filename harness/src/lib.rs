@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod bench;
 pub mod firmware;
 pub mod fuzz;
+pub mod loadlink;
 pub mod plant;
 pub mod report;
 pub mod rig;

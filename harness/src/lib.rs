@@ -15,6 +15,7 @@ pub mod plant;
 pub mod report;
 pub mod rig;
 pub mod run;
+pub mod safety;
 pub mod scenario;
 pub mod snapshot;
 pub mod telemetry;

@@ -1,5 +1,7 @@
 //! `iohil`: the command-line front end. Parses arguments and calls the library.
 
+mod bench_cli;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,14 +34,23 @@ enum Command {
         /// Scenario files or directories (searched recursively for *.yaml).
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
-        /// Rig to run on: `sim` (the control core on the host) or `emu` (the board ELF in an
-        /// instruction-set emulator).
+        /// Rig to run on: `sim` (the control core on the host), `emu` (the board ELF in an
+        /// instruction-set emulator) or `bench` (the board on a probe and the programmable
+        /// load, described by --rig-file).
         #[arg(long, default_value = "sim", value_parser = clap::builder::PossibleValuesParser::new(RIG_KINDS))]
         rig: String,
         /// Board firmware ELF for `--rig emu` (default: the release build of
         /// firmware-under-test/board/build.sh).
         #[arg(long)]
         elf: Option<PathBuf>,
+        /// Rig description for `--rig bench` (e.g. harness/rigs/example-bench.yaml, or the one
+        /// `iohil loadsim` writes).
+        #[arg(long)]
+        rig_file: Option<PathBuf>,
+        /// Run on a load whose calibration has expired; every verdict is then INCONCLUSIVE
+        /// and the report says why.
+        #[arg(long)]
+        allow_expired_calibration: bool,
         #[command(flatten)]
         evidence: EvidenceArgs,
         /// Do not show a progress bar.
@@ -152,12 +163,11 @@ enum Command {
         /// Run directory (e.g. reports/latest).
         run_dir: PathBuf,
     },
-    /// Check a board firmware ELF against the chip's memory map and print its identity and
-    /// size. Only --dry-run is available in this build: flashing needs the bench rig's probe
-    /// support.
+    /// Check a board firmware ELF against the chip's memory map (--dry-run), or check it and
+    /// then flash, verify, reset and run it through a debug probe.
     ///
-    /// Exit codes: 0 every check passed, 1 a check failed, 2 unreadable ELF, unknown chip or
-    /// no --dry-run.
+    /// Exit codes: 0 every check passed (and flashed), 1 a check failed (nothing flashed),
+    /// 2 unreadable ELF, unknown chip, no probe or a probe error.
     Flash {
         /// Firmware ELF (default: the release build of firmware-under-test/board/build.sh).
         #[arg(long, default_value = iohil::firmware::DEFAULT_ELF)]
@@ -173,7 +183,23 @@ enum Command {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Debug probe, VID:PID[:SERIAL] (see `iohil probes`); default: the only one attached.
+        #[arg(long, conflicts_with = "dry_run")]
+        probe: Option<String>,
+        /// Do not show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
     },
+    /// List the attached debug probes with the selector a rig file names them by.
+    Probes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A virtual load controller: speaks the load protocol on a new pseudo-terminal (printed),
+    /// plays profiles in real time with the plant model, and writes a rig file to try
+    /// `iohil run --rig bench` without hardware.
+    Loadsim(bench_cli::LoadsimArgs),
 }
 
 /// Where a command writes its evidence.
@@ -213,6 +239,8 @@ fn main() -> ExitCode {
             paths,
             rig,
             elf,
+            rig_file,
+            allow_expired_calibration,
             evidence,
             no_progress,
             baseline,
@@ -224,7 +252,13 @@ fn main() -> ExitCode {
                 tolerances,
                 informational,
             });
-            run(paths, &rig, elf, evidence, no_progress, baseline)
+            let rig = RigChoice {
+                kind: rig,
+                elf,
+                rig_file,
+                allow_expired_calibration,
+            };
+            run(paths, &rig, evidence, no_progress, baseline)
         }
         Command::Baseline(BaselineCommand::Accept {
             run,
@@ -298,9 +332,16 @@ fn main() -> ExitCode {
         Command::Flash {
             elf,
             chip,
-            dry_run,
-            json,
-        } => flash(&elf, &chip, dry_run, json),
+            dry_run: false,
+            probe,
+            no_progress,
+            ..
+        } => bench_cli::flash(&elf, &chip, probe.as_deref(), no_progress),
+        Command::Flash {
+            elf, chip, json, ..
+        } => flash(&elf, &chip, json),
+        Command::Probes { json } => bench_cli::probes(json),
+        Command::Loadsim(args) => bench_cli::loadsim(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
@@ -317,7 +358,7 @@ fn prepare_baseline(
     Ok((baseline, options.path, tolerances, options.informational))
 }
 
-fn report_diagnostic(error: &dyn miette::Diagnostic) {
+pub(crate) fn report_diagnostic(error: &dyn miette::Diagnostic) {
     let handler =
         miette::GraphicalReportHandler::new().with_theme(if std::io::stderr().is_terminal() {
             miette::GraphicalTheme::unicode()
@@ -422,14 +463,7 @@ fn verify(run_dir: &std::path::Path) -> i32 {
     }
 }
 
-fn flash(elf: &std::path::Path, chip: &str, dry_run: bool, json: bool) -> i32 {
-    if !dry_run {
-        eprintln!(
-            "error: flashing a board needs a debug probe, which this build of iohil does not drive yet\n\
-             hint: `iohil flash --dry-run` validates the ELF against {chip}'s memory map without one"
-        );
-        return EXIT_USAGE;
-    }
+fn flash(elf: &std::path::Path, chip: &str, json: bool) -> i32 {
     let report = match iohil::firmware::inspect(elf, chip) {
         Ok(report) => report,
         Err(error) => {
@@ -663,10 +697,17 @@ fn git_user_name() -> Option<String> {
     (output.status.success() && !name.is_empty()).then_some(name)
 }
 
+/// The rig options of `iohil run`.
+struct RigChoice {
+    kind: String,
+    elf: Option<PathBuf>,
+    rig_file: Option<PathBuf>,
+    allow_expired_calibration: bool,
+}
+
 fn run(
     paths: Vec<PathBuf>,
-    rig_kind: &str,
-    elf: Option<PathBuf>,
+    choice: &RigChoice,
     evidence: EvidenceArgs,
     no_progress: bool,
     baseline: Option<BaselineOptions>,
@@ -691,14 +732,46 @@ fn run(
             return EXIT_USAGE;
         }
     };
-    if elf.is_some() && rig_kind != "emu" {
-        eprintln!("error: --elf is for --rig emu (the {rig_kind} rig runs no ELF)");
+    let rig_kind = choice.kind.as_str();
+    if choice.elf.is_some() && rig_kind != "emu" {
+        eprintln!(
+            "error: --elf is for --rig emu (the {rig_kind} rig {})",
+            if rig_kind == "bench" {
+                "flashes the ELF its rig file names"
+            } else {
+                "runs no ELF"
+            }
+        );
         return EXIT_USAGE;
     }
+    if (choice.rig_file.is_some() || choice.allow_expired_calibration) && rig_kind != "bench" {
+        eprintln!("error: --rig-file and --allow-expired-calibration are for --rig bench");
+        return EXIT_USAGE;
+    }
+    // Held for the whole run: one run per bench rig.
+    let mut _bench_lock = None;
     let mut rig: Box<dyn iohil::rig::Rig> = match rig_kind {
         "sim" => Box::new(SimRig::default()),
+        "bench" => {
+            let Some(rig_file) = &choice.rig_file else {
+                eprintln!(
+                    "error: --rig bench needs --rig-file (see harness/rigs/example-bench.yaml, or run `iohil loadsim` for a virtual bench)"
+                );
+                return EXIT_USAGE;
+            };
+            match bench_cli::setup(rig_file, choice.allow_expired_calibration, no_progress) {
+                Ok(bench) => {
+                    _bench_lock = Some(bench._lock);
+                    Box::new(bench.rig)
+                }
+                Err(code) => return code,
+            }
+        }
         "emu" => {
-            let path = elf.unwrap_or_else(|| PathBuf::from(iohil::firmware::DEFAULT_ELF));
+            let path = choice
+                .elf
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(iohil::firmware::DEFAULT_ELF));
             match iohil::rig::EmuRig::load(&path) {
                 Ok(rig) => {
                     if rig.image.test_build {
@@ -764,8 +837,17 @@ fn run(
                 }
             }
             print!("{}", summary_text(&results, &run_dir));
+            if let Some(reason) = &results.aborted {
+                eprintln!(
+                    "RUN ABORTED: {reason}; the rig was put in its safe state and the trials recorded before it are kept"
+                );
+            }
             if !write_reports(&run_dir) {
                 return EXIT_USAGE;
+            }
+            if results.aborted.is_some() {
+                // Never 0: the plan was not carried out.
+                return results.summary.exit_code.max(3);
             }
             results.summary.exit_code
         }

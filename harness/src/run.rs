@@ -113,6 +113,10 @@ pub struct TrialResult {
     /// The firmware that produced this trial's trace, when it is not the rig's (`rig.firmware`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<crate::trace::FirmwareIdentity>,
+    /// Bound on the error of the board-to-load clock alignment, ms (bench rig; `NaN` is not
+    /// written: a failed alignment is an anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_error_ms: Option<f64>,
 }
 
 /// One scenario's record.
@@ -212,6 +216,10 @@ pub struct RunResults {
     pub traceability: Vec<TraceabilityRow>,
     /// Counts and exit code.
     pub summary: Summary,
+    /// Why the run was stopped before its plan was done (a signal, a timeout, a lost link, a
+    /// load fault), as the rig reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
     /// Comparison with a baseline, when the run was given one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_comparison: Option<crate::baseline::Comparison>,
@@ -301,7 +309,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     fs::rename(&tmp, path).map_err(|e| RunError::io("rename into", path, e))
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -377,6 +385,7 @@ pub fn run_suite(
         scenarios: Vec::new(),
         traceability: Vec::new(),
         summary: Summary::default(),
+        aborted: None,
         baseline_comparison: None,
     };
     // The acceptance criteria are on disk before the first trial runs.
@@ -425,6 +434,11 @@ pub fn run_suite(
                         firmware_faults: trace.firmware_faults.clone(),
                         firmware: (trace.firmware != results.rig.firmware)
                             .then(|| trace.firmware.clone()),
+                        clock_error_ms: trace
+                            .clock
+                            .as_ref()
+                            .map(|c| c.error_bound_ms)
+                            .filter(|e| e.is_finite()),
                     }
                 }
                 Err(rig_error) => TrialResult {
@@ -448,6 +462,7 @@ pub fn run_suite(
                     anomalies: vec![rig_error.to_string()],
                     firmware_faults: Vec::new(),
                     firmware: None,
+                    clock_error_ms: None,
                 },
             };
             scenario_result.trials.push(trial_result);
@@ -457,8 +472,22 @@ pub fn run_suite(
             }
             // Evidence so far is on disk before the next trial starts.
             upsert(&mut results.scenarios, &scenario_result);
+            if let Some(reason) = rig.aborted() {
+                results.aborted = Some(reason);
+            }
             write_results(&results_path, &mut results, requirements)?;
+            if results.aborted.is_some() {
+                break;
+            }
         }
+        if results.aborted.is_some() {
+            break;
+        }
+    }
+    if results.aborted.is_some() {
+        // Not complete, no finish time: the report says the run was interrupted, and why.
+        write_results(&results_path, &mut results, requirements)?;
+        return Ok((run_dir, results));
     }
     results.complete = true;
     results.finished_utc =

@@ -130,6 +130,9 @@ pub struct Trace {
     /// any makes every verdict of the trial FAIL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firmware_faults: Vec<String>,
+    /// How the board's clock was mapped onto the load's (bench rig only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::rig::bench::align::Alignment>,
 }
 
 impl Trace {

@@ -13,11 +13,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_LINE_LEN: usize = 4096;
 /// Most payload bytes in one `PROFILE DATA` line.
 pub const MAX_DATA_CHUNK: usize = 1024;
-/// Most records in one `READ` reply (60 records of 32 bytes are 3840 hex digits: the longest
+/// Most records in one `READ` reply (48 records of 40 bytes are 3840 hex digits: the longest
 /// reply stays under [`MAX_LINE_LEN`]).
-pub const MAX_READ_COUNT: u32 = 60;
+pub const MAX_READ_COUNT: u32 = 48;
 /// Bytes in one packed sample record.
-pub const RECORD_LEN: usize = 32;
+pub const RECORD_LEN: usize = 40;
 
 /// CRC-32 (IEEE 802.3: reflected polynomial 0xEDB88320, initial value and final XOR
 /// 0xFFFFFFFF), bitwise without a table. Check value over `b"123456789"`: `0xCBF43926`.
@@ -254,9 +254,10 @@ pub struct Status {
 
 /// One recorded sample, in engineering units.
 ///
-/// On the wire it is a 32-byte little-endian record (see [`LoadSample::to_record`]); the
-/// integer fields quantise depth to 1 µm, speed to 0.001 rpm, torque to 0.001 N·mm and push to
-/// 1 mN (rounded to nearest; values outside `i32` saturate, NaN becomes 0).
+/// On the wire it is a 40-byte little-endian record (see [`LoadSample::to_record`]); the
+/// integer fields quantise depth to 1 µm, speed to 0.001 rpm, torque to 0.001 N·mm, push to
+/// 1 mN, the board's supply current to 1 mA and its voltage to 1 mV (rounded to nearest;
+/// values outside `i32` saturate, NaN becomes 0).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadSample {
     /// Sequence number: index in the run's recording, from 0.
@@ -273,6 +274,10 @@ pub struct LoadSample {
     pub push_n: f64,
     /// Trigger line level (true: pressed).
     pub trigger: bool,
+    /// The board's supply current (the bench's power channel feeds the board), A.
+    pub supply_current_a: f64,
+    /// The board's supply voltage at its battery terminals, V.
+    pub supply_v: f64,
 }
 
 fn quantise(value: f64, per_unit: f64) -> i32 {
@@ -282,7 +287,8 @@ fn quantise(value: f64, per_unit: f64) -> i32 {
 
 impl LoadSample {
     /// Packs the sample: seq u32, t_us u64, depth_um i32, speed_mrpm i32, torque_unmm i32
-    /// (0.001 N·mm), push_mn i32, flags u8 (bit 0 trigger), 3 zero bytes; little-endian.
+    /// (0.001 N·mm), push_mn i32, flags u8 (bit 0 trigger), 3 zero bytes, supply_ma i32,
+    /// supply_mv i32; little-endian.
     pub fn to_record(&self) -> [u8; RECORD_LEN] {
         let mut record = [0u8; RECORD_LEN];
         let fields: [&[u8]; 6] = [
@@ -302,6 +308,13 @@ impl LoadSample {
         }
         if let Some(flags) = record.get_mut(at) {
             *flags = u8::from(self.trigger);
+        }
+        let supply = [
+            quantise(self.supply_current_a, 1000.0).to_le_bytes(),
+            quantise(self.supply_v, 1000.0).to_le_bytes(),
+        ];
+        for (slot, byte) in record.iter_mut().skip(32).zip(supply.iter().flatten()) {
+            *slot = *byte;
         }
         record
     }
@@ -330,6 +343,8 @@ impl LoadSample {
             load_torque_nmm: i32_at(20)?,
             push_n: i32_at(24)?,
             trigger: flags & 1 == 1,
+            supply_current_a: i32_at(32)?,
+            supply_v: i32_at(36)?,
         })
     }
 }
@@ -1357,6 +1372,8 @@ mod tests {
                 load_torque_nmm: 37.5,
                 push_n: 35.0,
                 trigger: i % 2 == 0,
+                supply_current_a: f64::from(i * 11) / 1000.0,
+                supply_v: 6.125,
             })
             .collect();
         let fields = roundtrip(read_reply_fields(100, &samples));
@@ -1435,6 +1452,8 @@ mod tests {
             load_torque_nmm: 0.0,
             push_n: 0.0,
             trigger: true,
+            supply_current_a: 0.0,
+            supply_v: 0.0,
         }
         .to_record();
         record[30] = 1;
@@ -1451,6 +1470,8 @@ mod tests {
             load_torque_nmm: 0.0004,
             push_n: 1e12,
             trigger: true,
+            supply_current_a: 1.2345,
+            supply_v: -0.0004,
         };
         let record = sample.to_record();
         assert_eq!(&record[0..12], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
@@ -1459,6 +1480,8 @@ mod tests {
         assert_eq!(&record[20..24], &0i32.to_le_bytes());
         assert_eq!(&record[24..28], &i32::MAX.to_le_bytes());
         assert_eq!(&record[28..32], &[1, 0, 0, 0]);
+        assert_eq!(&record[32..36], &1235i32.to_le_bytes());
+        assert_eq!(&record[36..40], &0i32.to_le_bytes());
         let back = LoadSample::from_record(&record);
         assert_eq!(
             back.as_ref().map(|s| s.push_n),

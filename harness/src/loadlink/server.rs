@@ -628,6 +628,9 @@ impl Controller {
                         if self.state == LoadState::Running {
                             playback.stop();
                             self.state = LoadState::Done;
+                            // The samples taken while stopping (the trigger's release, which
+                            // the host aligns its clocks by) belong to the recording.
+                            self.poll(playback);
                         }
                     }
                     LoadState::Armed => {
@@ -790,6 +793,8 @@ impl ScriptedPlayback {
             load_torque_nmm: (10_000 + (index % 100) * 100) as f64 / 1000.0,
             push_n: 30.0,
             trigger: true,
+            supply_current_a: (500 + index % 50) as f64 / 1000.0,
+            supply_v: 6.2,
         }
     }
 

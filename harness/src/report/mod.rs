@@ -183,6 +183,9 @@ pub struct TrialRow {
     pub stop_reason: Option<String>,
     /// Far-cortex contact while rotating.
     pub far_cortex_contact: bool,
+    /// Bound on the board-to-load clock alignment error, ms (bench rig).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_error_ms: Option<f64>,
     /// Requirement verdicts that did not pass, with details.
     pub not_passed: Vec<RequirementVerdict>,
 }
@@ -527,6 +530,11 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
             planned_trials(&results)
         ));
     }
+    if let Some(reason) = &results.aborted {
+        notes.push(format!(
+            "RUN ABORTED: {reason}. The rig was put in its safe state (load emergency stop, board reset); the trials recorded before the abort are kept"
+        ));
+    }
     if results.summary.fail > 0 {
         notes.push(format!(
             "{} requirement verdict(s) FAIL",
@@ -646,6 +654,7 @@ fn scenario_section(
                 .collect(),
             stop_reason: t.measurements.stop_reason.clone(),
             far_cortex_contact: t.measurements.far_cortex_contact_rotating,
+            clock_error_ms: t.clock_error_ms,
             not_passed: t
                 .verdicts
                 .iter()

@@ -52,10 +52,16 @@ pub trait Rig {
 
     /// Runs trial `trial` of `scenario`.
     fn run_trial(&mut self, scenario: &Scenario, trial: u32) -> Result<Trace, RigError>;
+
+    /// Why the rig stopped the run (a signal, a timeout, a lost link, a load fault), once it
+    /// has; the run then records no further trial.
+    fn aborted(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Rig kinds the command line accepts.
-pub const RIG_KINDS: &[&str] = &["sim", "emu"];
+pub const RIG_KINDS: &[&str] = &["sim", "emu", "bench"];
 
 /// Seed of trial `trial` of a scenario with base seed `seed`.
 pub fn trial_seed(seed: u64, trial: u32) -> u64 {

@@ -138,6 +138,7 @@ impl Rig for SimRig {
             truth,
             anomalies: Vec::new(),
             firmware_faults: Vec::new(),
+            clock: None,
         })
     }
 }

@@ -113,6 +113,9 @@ pub struct FakeSpec {
     /// Rate error of the fake board's clock, ppm (tests inject drift with it).
     #[serde(default)]
     pub clock_drift_ppm: f64,
+    /// Faults the fake target injects (fault-injection tests).
+    #[serde(default)]
+    pub inject: super::fake::FakeFaults,
 }
 
 /// A checked rig description.
@@ -138,7 +141,7 @@ impl RigDescription {
 }
 
 /// Whether `text` is a `YYYY-MM-DD` date with a plausible month and day.
-fn is_date(text: &str) -> bool {
+pub fn is_date(text: &str) -> bool {
     let b = text.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
@@ -263,7 +266,7 @@ pub fn load_rig_file(path: &Path) -> Result<RigDescription, LoadError> {
             );
         }
         if let Some(fake) = &f.fake {
-            if !(fake.clock_drift_ppm.abs() <= 50_000.0) {
+            if fake.clock_drift_ppm.is_nan() || fake.clock_drift_ppm.abs() > 50_000.0 {
                 problem(
                     "fake.clock_drift_ppm",
                     format!("{} ppm is out of range", fake.clock_drift_ppm),

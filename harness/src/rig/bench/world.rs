@@ -6,7 +6,6 @@
 //! motor are real. The virtual one plays all of it from three uploaded tables (see
 //! [`ProfileTables`]) so the whole bench path runs without hardware.
 
-use std::collections::BTreeMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -207,7 +206,7 @@ impl State {
         self.current_sum += plant.current_a();
         self.current_steps += 1;
         self.plant_steps += 1;
-        if self.plant_steps % self.steps_per_sample.max(1) == 0 {
+        if self.plant_steps.is_multiple_of(self.steps_per_sample.max(1)) {
             self.record();
         }
         if self.plant_steps >= self.duration_steps {
@@ -324,11 +323,10 @@ impl World {
         }
     }
 
-    /// Emergency stop: as [`World::stop`], and the load brakes the shaft.
+    /// Emergency stop: as [`World::stop`] (the plant has no model of the load's shaft brake;
+    /// the board's drive is the board's).
     pub fn estop(&self) {
         self.stop();
-        let mut st = lock(&self.state);
-        st.drive = DriveCommand::default();
     }
 
     /// Ground truth so far.
@@ -483,18 +481,4 @@ fn pace(state: &Mutex<State>, wall_origin: Instant, world_ns: u64) {
         let mut st = lock(state);
         st.max_lag = st.max_lag.max(now - due);
     }
-}
-
-/// Profile tables by kind name, as the protocol server holds them.
-pub fn tables_from_map(map: &BTreeMap<String, Vec<u8>>) -> Result<ProfileTables, String> {
-    let get = |k: &str| {
-        map.get(k)
-            .cloned()
-            .ok_or_else(|| format!("table `{k}` was not uploaded"))
-    };
-    Ok(ProfileTables {
-        bone: get("bone")?,
-        push: get("push")?,
-        plant: get("plant")?,
-    })
 }

@@ -303,6 +303,7 @@ impl Rig for EmuRig {
             truth,
             anomalies,
             firmware_faults,
+            clock: None,
         })
     }
 }

@@ -1,0 +1,443 @@
+//! The bench rig end to end without hardware: `iohil loadsim` (the virtual load controller, a
+//! separate process on a real pseudo-terminal) and `iohil run --rig bench` with the fake target
+//! (the control core in real time behind the probe trait, emitting the real telemetry frames).
+//! Every fault the rig must survive is injected here and must end in the safe state with the
+//! evidence of completed trials intact.
+//!
+//! The fake target stands in for the board firmware whose ELF the rig file names (its identity
+//! record goes into the boot frame), so these tests need the board ELF; see `emu_rig.rs` for
+//! `IOHIL_BOARD_ELF` and `IOHIL_REQUIRE_BOARD_ELF`.
+
+mod common;
+use common::{iohil, repo, text};
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iohil::run::RunResults;
+use iohil::trace::Trace;
+use iohil::verdict::Verdict;
+
+fn board_elf() -> Option<PathBuf> {
+    let path = std::env::var_os("IOHIL_BOARD_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(iohil::firmware::DEFAULT_ELF));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("IOHIL_REQUIRE_BOARD_ELF").as_deref() != Ok("1"),
+        "IOHIL_REQUIRE_BOARD_ELF=1 but {} is missing",
+        path.display()
+    );
+    eprintln!("skipped: no board ELF at {}", path.display());
+    None
+}
+
+/// A running `iohil loadsim`, its output collected.
+struct Loadsim {
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+    rig_file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Loadsim {
+    fn start(elf: &Path, extra: &[&str]) -> Loadsim {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iohil"))
+            .arg("loadsim")
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--elf")
+            .arg(elf)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("loadsim starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rig_file = loop {
+            if let Some(line) = output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.trim_start().starts_with("rig file:"))
+            {
+                break PathBuf::from(line.split_once(':').unwrap().1.trim());
+            }
+            assert!(Instant::now() < deadline, "loadsim printed no rig file");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Loadsim {
+            child,
+            output,
+            rig_file,
+            dir,
+        }
+    }
+
+    fn printed(&self, needle: &str) -> bool {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Appends `text` to the rig file's `fake:` section (the file ends with it).
+    fn inject(&self, text: &str) {
+        let mut rig = std::fs::read_to_string(&self.rig_file).unwrap();
+        rig.push_str(text);
+        std::fs::write(&self.rig_file, rig).unwrap();
+    }
+
+    fn reports(&self) -> PathBuf {
+        self.dir.path().join("reports")
+    }
+
+    fn run_args<'a>(&'a self, scenarios: &[&'a str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "--rig",
+            "bench",
+            "--rig-file",
+            self.rig_file.to_str().unwrap(),
+            "--no-progress",
+            "--reports",
+            self.reports().to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(scenarios.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    fn run(&self, scenarios: &[&str]) -> Output {
+        let args = self.run_args(scenarios);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        iohil(&args)
+    }
+
+    fn results(&self) -> RunResults {
+        RunResults::read(&self.reports().join("latest/results.json")).expect("results.json")
+    }
+}
+
+impl Drop for Loadsim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Per scenario, per requirement: the verdicts of a run.
+fn verdicts(results: &RunResults) -> Vec<(String, String, Verdict)> {
+    results
+        .scenarios
+        .iter()
+        .flat_map(|s| {
+            s.verdicts
+                .iter()
+                .map(move |v| (s.id.clone(), v.requirement.clone(), v.verdict))
+        })
+        .collect()
+}
+
+fn verify_ok(run_dir: &Path) {
+    let out = iohil(&["verify", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+const SHORT: &str = "scenarios/reference/osteoporotic-tibia.yaml";
+const SHORT_2: &str = "scenarios/reference/pediatric-proximal-tibia.yaml";
+
+#[test]
+fn reference_scenarios_on_the_virtual_bench_give_the_sim_rig_verdicts() {
+    let Some(elf) = board_elf() else { return };
+    let sim = tempfile::tempdir().unwrap();
+    let out = iohil(&[
+        "run",
+        "scenarios/reference",
+        "--no-progress",
+        "--reports",
+        sim.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sim_results = RunResults::read(&sim.path().join("latest/results.json")).unwrap();
+
+    let load = Loadsim::start(&elf, &[]);
+    let out = load.run(&["scenarios/reference"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let bench = load.results();
+    assert!(bench.complete && bench.aborted.is_none());
+    assert_eq!(bench.rig.kind, "bench");
+    assert_eq!(verdicts(&bench), verdicts(&sim_results));
+    for s in &bench.scenarios {
+        for t in &s.trials {
+            assert!(t.anomalies.is_empty(), "{}: {:?}", s.id, t.anomalies);
+            let err = t.clock_error_ms.expect("clock alignment per trial");
+            assert!(err > 0.0 && err <= 1.0, "{}: clock error {err} ms", s.id);
+            // The bench's detection happens where the sim's does, within a tick or two of
+            // phase and alignment.
+            let sim_t = sim_results.scenarios.iter().find(|x| x.id == s.id).unwrap();
+            let (a, b) = (
+                t.measurements.detection_latency_ms,
+                sim_t.trials[0].measurements.detection_latency_ms,
+            );
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(
+                    (a - b).abs() <= 2.5,
+                    "{}: latency bench {a} ms, sim {b} ms",
+                    s.id
+                );
+            }
+        }
+    }
+    assert!(load.printed("armed") && load.printed("start at"));
+    verify_ok(&load.reports().join("latest"));
+    let html = std::fs::read_to_string(load.reports().join("latest/report.html")).unwrap();
+    assert!(
+        html.contains("clock alignment"),
+        "the report shows the alignment per trial"
+    );
+    assert!(
+        html.contains("iohil-loadsim"),
+        "the report names the load controller"
+    );
+}
+
+#[test]
+fn a_drifting_board_clock_is_aligned_and_measured() {
+    let Some(elf) = board_elf() else { return };
+    // The longest reference trial (about 3.8 s): two edges 0.75 ms uncertain each give the
+    // rate to about +-400 ppm.
+    for (drift, tolerance) in [(100.0, 500.0), (8000.0, 500.0)] {
+        let load = Loadsim::start(&elf, &["--board-drift-ppm", &format!("{drift}")]);
+        let out = load.run(&["scenarios/reference/dense-young-tibia.yaml"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let results = load.results();
+        let t = &results.scenarios[0].trials[0];
+        let trace: Trace = serde_json::from_slice(
+            &std::fs::read(load.reports().join("latest").join(&t.trace_file)).unwrap(),
+        )
+        .unwrap();
+        let clock = trace.clock.expect("alignment recorded");
+        assert_eq!(clock.method, "fit");
+        assert!(
+            (clock.drift_ppm - drift).abs() <= tolerance,
+            "injected {drift} ppm, measured {} ppm",
+            clock.drift_ppm
+        );
+        assert!(clock.error_bound_ms <= 1.0, "{clock:?}");
+        // The board booted at an arbitrary load time: a real offset was found.
+        assert!(clock.offset_us.abs() > 1000.0, "{clock:?}");
+    }
+}
+
+#[test]
+fn no_probe_exits_2_quickly_and_says_what_was_looked_for() {
+    let start = Instant::now();
+    let out = iohil(&[
+        "run",
+        "--rig",
+        "bench",
+        "--rig-file",
+        "harness/rigs/example-bench.yaml",
+        "scenarios/reference",
+    ]);
+    let took = start.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(err.contains("0483:374e:002C00283137510A"), "{err}");
+    assert!(err.to_lowercase().contains("probe"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_expired_calibration_is_refused_unless_overridden_and_then_inconclusive() {
+    let Some(elf) = board_elf() else { return };
+    let load = Loadsim::start(&elf, &["--calibration-due", "2020-01-31"]);
+    let out = load.run(&[SHORT]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expired on 2020-01-31"), "{err}");
+    assert!(err.contains("--allow-expired-calibration"), "{err}");
+
+    let mut args = load.run_args(&[SHORT]);
+    args.push("--allow-expired-calibration".to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = iohil(&args);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let results = load.results();
+    assert!(results
+        .rig
+        .details
+        .iter()
+        .any(|(k, v)| k == "load_calibration" && v.contains("EXPIRED")));
+    let trial = &results.scenarios[0].trials[0];
+    assert!(trial.anomalies.iter().any(|a| a.contains("calibration")));
+    assert!(trial
+        .verdicts
+        .iter()
+        .all(|v| v.verdict == Verdict::Inconclusive));
+}
+
+/// Starts a bench run in the background.
+fn spawn_run(load: &Loadsim, scenarios: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_iohil"))
+        .args(load.run_args(scenarios))
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts")
+}
+
+/// Waits until the run directory holds `n` recorded trials.
+fn wait_for_trials(load: &Loadsim, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let done = RunResults::read(&load.reports().join("latest/results.json"))
+            .map(|r| r.scenarios.iter().map(|s| s.trials.len()).sum::<usize>())
+            .unwrap_or(0);
+        if done >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {n} trial(s) within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks an aborted run: exit code, the abort recorded, the completed trial intact, the
+/// load emergency-stopped, the report saying so and the manifest verifying.
+fn assert_aborted(load: &Loadsim, out: &Output, reason: &str, completed: usize) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("RUN ABORTED"), "{err}");
+    let results = load.results();
+    let aborted = results.aborted.clone().expect("abort recorded");
+    assert!(aborted.contains(reason), "{aborted}");
+    assert!(!results.complete);
+    let trials: Vec<_> = results.scenarios.iter().flat_map(|s| &s.trials).collect();
+    assert_eq!(trials.len(), completed + 1, "{trials:#?}");
+    for t in &trials[..completed] {
+        assert!(
+            t.verdicts.iter().all(|v| v.verdict == Verdict::Pass),
+            "{t:#?}"
+        );
+        assert!(!t.trace_file.is_empty());
+    }
+    let last = trials[completed];
+    assert!(
+        last.anomalies.iter().any(|a| a.contains("aborted")),
+        "{last:#?}"
+    );
+    assert!(last
+        .verdicts
+        .iter()
+        .all(|v| v.verdict == Verdict::Inconclusive));
+    let run_dir = load.reports().join("latest");
+    verify_ok(&run_dir);
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("RUN ABORTED"), "the report records the abort");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_rig_safely_and_keep_completed_trials() {
+    let Some(elf) = board_elf() else { return };
+    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT")] {
+        let load = Loadsim::start(&elf, &[]);
+        let run = spawn_run(&load, &[SHORT, SHORT_2, SHORT]);
+        wait_for_trials(&load, 1, Duration::from_secs(30));
+        // A second run on the same rig is refused while this one holds it.
+        let busy = load.run(&[SHORT]);
+        assert_eq!(busy.status.code(), Some(2));
+        assert!(
+            text(&busy.stderr).contains("is busy"),
+            "{}",
+            text(&busy.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        let kill = Command::new("kill")
+            .args([&format!("-{signal}"), &run.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = run.wait_with_output().unwrap();
+        assert_aborted(&load, &out, name, 1);
+        assert!(
+            load.printed("EMERGENCY STOP"),
+            "the load got its emergency stop"
+        );
+    }
+}
+
+#[test]
+fn a_load_fault_a_lost_link_and_a_lost_probe_end_in_the_safe_state() {
+    let Some(elf) = board_elf() else { return };
+    // The load faults 700 ms into the second trial's playback... of every trial: the first
+    // trial (osteoporotic, about 1 s) is too long, so use the fault on the second run only.
+    let load = Loadsim::start(&elf, &["--load-fault-after", "600ms"]);
+    let out = load.run(&[SHORT]);
+    assert_aborted(&load, &out, "load fault", 0);
+
+    // The serial link goes away (the controller is unplugged) mid-trial.
+    let load = Loadsim::start(&elf, &["--hang-up-after", "30"]);
+    let out = load.run(&[SHORT]);
+    assert_aborted(&load, &out, "load link lost", 0);
+
+    // The probe stops answering mid-trial: the load still gets its emergency stop.
+    let load = Loadsim::start(&elf, &[]);
+    load.inject("  inject:\n    probe_lost_at_ms: 400\n");
+    let out = load.run(&[SHORT]);
+    assert_aborted(&load, &out, "probe", 0);
+    assert!(load.printed("EMERGENCY STOP"));
+}
+
+#[test]
+fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
+    let Some(elf) = board_elf() else { return };
+    let load = Loadsim::start(&elf, &[]);
+    load.inject("  inject:\n    hard_fault_at_ms: 300\n");
+    let out = load.run(&[SHORT]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results = load.results();
+    assert!(results.complete && results.aborted.is_none());
+    let t = &results.scenarios[0].trials[0];
+    assert!(
+        t.firmware_faults.iter().any(|f| f.contains("HardFault")
+            && f.contains(&format!(
+                "{:#010x}",
+                iohil::rig::bench::fake::INJECTED_FAULT_PC
+            ))),
+        "{:?}",
+        t.firmware_faults
+    );
+    assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
+    verify_ok(&load.reports().join("latest"));
+}

@@ -506,7 +506,7 @@ impl BenchRig {
             .block_on(self.link.upload(ProfileKind::Plant, &tables.plant))
         {
             Ok(()) => {}
-            Err(LinkError::Refused { code, .. }) if code == "UNSUPPORTED" => anomalies.push(
+            Err(LinkError::Unsupported { .. }) => anomalies.push(
                 "the load controller cannot play the board-side physics (battery, motor temperature, sensor errors): the scenario's values were not applied".to_owned(),
             ),
             Err(e) => return Err(TrialAbort(format!("load link lost (PROFILE plant): {e}"))),

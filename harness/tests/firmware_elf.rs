@@ -309,10 +309,20 @@ fn bad_inputs_exit_2_with_a_hint() {
     // usage errors that say what was wrong or looked for.
     let out = iohil(&["flash", "--probe", "st-link"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--probe"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--probe"),
+        "{}",
+        text(&out.stderr)
+    );
     let elf = repo().join(iohil::firmware::DEFAULT_ELF);
     if elf.is_file() && iohil::rig::bench::probe::list_probes().is_empty() {
-        let out = iohil(&["flash", "--elf", elf.to_str().unwrap(), "--probe", "1234:5678"]);
+        let out = iohil(&[
+            "flash",
+            "--elf",
+            elf.to_str().unwrap(),
+            "--probe",
+            "1234:5678",
+        ]);
         assert_eq!(out.status.code(), Some(2));
         let stderr = text(&out.stderr);
         assert!(stderr.contains("1234:5678"), "{stderr}");

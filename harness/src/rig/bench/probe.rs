@@ -444,14 +444,7 @@ impl ProbeTarget {
             };
             TargetError::Attach(format!("unknown chip {chip:?}: {e}{suggestion}"))
         })?;
-        let symbols = read_elf_symbols(elf)?;
-        let rtt_control_block = symbols.rtt_control_block.ok_or_else(|| {
-            TargetError::Rtt(format!(
-                "symbol {RTT_SYMBOL} not found in {}: the firmware has no RTT control block",
-                elf.display()
-            ))
-        })?;
-
+        // The probe first: without one nothing else matters, and the operator hears that.
         let lister = Lister::new();
         let found = lister.list_with_access(None);
         let listings: Vec<ProbeListing> = found
@@ -459,6 +452,7 @@ impl ProbeTarget {
             .map(|item| ProbeListing::from_info(&item.info))
             .collect();
         let index = choose_probe(selector, &listings).map_err(TargetError::NoProbe)?;
+        let (symbols, rtt_control_block) = checked_elf_symbols(elf)?;
         let probe = listings[index].clone();
         if found[index].accessibility == Accessibility::PermissionDenied {
             return Err(TargetError::Attach(format!(
@@ -551,6 +545,18 @@ fn attach(
                 ))
             }),
     }
+}
+
+/// The ELF's symbols, with the RTT control block's address that the bench cannot do without.
+fn checked_elf_symbols(elf: &Path) -> Result<(ElfSymbols, u64), TargetError> {
+    let symbols = read_elf_symbols(elf)?;
+    let rtt_control_block = symbols.rtt_control_block.ok_or_else(|| {
+        TargetError::Rtt(format!(
+            "symbol {RTT_SYMBOL} not found in {}: the firmware has no RTT control block",
+            elf.display()
+        ))
+    })?;
+    Ok((symbols, rtt_control_block))
 }
 
 fn read_elf_symbols(elf: &Path) -> Result<ElfSymbols, TargetError> {
@@ -1244,14 +1250,14 @@ mod tests {
     }
 
     #[test]
-    fn an_elf_without_an_rtt_control_block_is_refused_before_any_probe() {
+    fn an_elf_without_an_rtt_control_block_is_refused_before_attaching() {
         let dir = tempfile::tempdir().expect("temp dir");
         let elf = write(
             &dir,
             "bare.elf",
             &test_elf(&[(FAULT_RECORD_SYMBOL, 0x2000_0280)]),
         );
-        match ProbeTarget::open(None, "STM32G431CBUx", &elf) {
+        match checked_elf_symbols(&elf) {
             Err(TargetError::Rtt(message)) => {
                 assert!(message.contains("_SEGGER_RTT not found"), "{message}");
                 assert!(message.contains("bare.elf"), "{message}");
@@ -1259,7 +1265,7 @@ mod tests {
             other => panic!("expected Rtt, got {other:?}"),
         }
         let missing = dir.path().join("missing.elf");
-        match ProbeTarget::open(None, "STM32G431CBUx", &missing) {
+        match checked_elf_symbols(&missing) {
             Err(TargetError::Rtt(message)) => {
                 assert!(message.contains("cannot read firmware ELF"), "{message}");
             }

@@ -206,7 +206,10 @@ impl State {
         self.current_sum += plant.current_a();
         self.current_steps += 1;
         self.plant_steps += 1;
-        if self.plant_steps.is_multiple_of(self.steps_per_sample.max(1)) {
+        if self
+            .plant_steps
+            .is_multiple_of(self.steps_per_sample.max(1))
+        {
             self.record();
         }
         if self.plant_steps >= self.duration_steps {

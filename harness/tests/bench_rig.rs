@@ -440,4 +440,27 @@ fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
     );
     assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
     verify_ok(&load.reports().join("latest"));
+
+    // A core that locks up (no record, no frame) fails the same way, from the probe's view.
+    let load = Loadsim::start(&elf, &[]);
+    load.inject("  inject:\n    lockup_at_ms: 300\n");
+    let out = load.run(&[SHORT]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let t = &load.results().scenarios[0].trials[0];
+    assert!(
+        t.firmware_faults.iter().any(|f| f.contains("locked up")),
+        "{:?}",
+        t.firmware_faults
+    );
+    assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
+}
+
+#[test]
+fn a_board_that_stops_answering_ends_the_run_in_the_safe_state() {
+    let Some(elf) = board_elf() else { return };
+    let load = Loadsim::start(&elf, &[]);
+    load.inject("  inject:\n    hang_at_ms: 400\n");
+    let out = load.run(&[SHORT, SHORT_2]);
+    assert_aborted(&load, &out, "no telemetry tick", 0);
+    assert!(load.printed("EMERGENCY STOP"));
 }

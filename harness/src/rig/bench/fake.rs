@@ -47,6 +47,9 @@ pub struct FakeFaults {
     /// The probe stops answering (the board runs on).
     #[serde(default)]
     pub probe_lost_at_ms: Option<u32>,
+    /// The firmware hangs: the core runs but ticks no more (no telemetry, no drive updates).
+    #[serde(default)]
+    pub hang_at_ms: Option<u32>,
     /// The telemetry channel's size, bytes (small values overflow it).
     #[serde(default)]
     pub rtt_bytes: Option<usize>,
@@ -375,6 +378,13 @@ impl FirmwareThread {
             let at_ms = tick;
             if self.faults.probe_lost_at_ms.is_some_and(|t| at_ms >= t) {
                 lock(&self.shared).probe_lost = true;
+            }
+            if self.faults.hang_at_ms == Some(at_ms) {
+                // Running, silent, its last drive command left in the bridge.
+                while !self.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return "hung (injected)".to_owned();
             }
             if self.faults.lockup_at_ms == Some(at_ms) {
                 lock(&self.shared).core = Some(CoreState::LockedUp);

@@ -62,6 +62,8 @@ pub const IDLE_TICKS_BEFORE_START: usize = 20;
 pub const AFTER_END: Duration = Duration::from_millis(30);
 /// A trial that runs this much past its scenario's duration is aborted.
 pub const TRIAL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+/// A board that sends no tick frame for this long during playback has stopped answering.
+pub const TELEMETRY_SILENCE: Duration = Duration::from_millis(500);
 
 /// Why a bench could not be set up (before any trial: exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -557,6 +559,7 @@ impl BenchRig {
             started + Duration::from_secs_f64(scenario.duration_s) + TRIAL_TIMEOUT_MARGIN;
         let mut next_status = started + STATUS_PERIOD;
         let mut load_speed;
+        let mut last_tick_at = (tm.ticks.len(), started);
         let ending = loop {
             if let Some(reason) = self.abort.reason() {
                 break Ending::Abort(reason);
@@ -566,6 +569,14 @@ impl BenchRig {
                 Err(e) => break Ending::Abort(format!("probe: {e}")),
             };
             tm.push(&poll.telemetry, &poll.log, &self.elf_id);
+            if tm.ticks.len() > last_tick_at.0 {
+                last_tick_at = (tm.ticks.len(), Instant::now());
+            } else if last_tick_at.1.elapsed() > TELEMETRY_SILENCE && poll.fault.is_none() {
+                break Ending::Abort(format!(
+                    "the board sent no telemetry tick for {} ms although its core runs (hung firmware or a stalled RTT link)",
+                    TELEMETRY_SILENCE.as_millis()
+                ));
+            }
             if let Some(fault) = poll.fault {
                 break Ending::FirmwareFault(match fault {
                     CoreState::LockedUp => "the core locked up".to_owned(),

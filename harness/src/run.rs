@@ -410,6 +410,11 @@ pub fn run_suite(
         for trial in 0..scenario.trials {
             let trace_rel = format!("traces/{}/trial-{trial:04}.json", scenario.id);
             let trace_path = run_dir.join(&trace_rel);
+            // A rig that has been asked to stop (a signal between trials) runs nothing more.
+            if let Some(reason) = rig.aborted() {
+                results.aborted = Some(reason);
+                break;
+            }
             let trial_result = match rig.run_trial(scenario, trial) {
                 Ok(trace) => {
                     let bytes = serde_json::to_vec(&trace).map_err(|e| RunError::Format {

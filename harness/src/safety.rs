@@ -49,8 +49,8 @@ impl Abort {
     }
 }
 
-/// Turns SIGINT, SIGTERM and SIGHUP into abort requests (a thread of its own). A second
-/// SIGINT while the first is being handled exits at once with code 130.
+/// Turns SIGINT, SIGTERM and SIGHUP into abort requests (a thread of its own). The rig then
+/// reaches its safe state within a poll; a third Ctrl-C exits at once (code 130), without it.
 pub fn install_signal_handlers(abort: Arc<Abort>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,6 +67,7 @@ pub fn install_signal_handlers(abort: Arc<Abort>) -> std::io::Result<()> {
         .name("iohil-signals".into())
         .spawn(move || {
             runtime.block_on(async move {
+                let mut interrupts = 0u32;
                 loop {
                     let name = tokio::select! {
                         _ = int.recv() => "SIGINT (Ctrl-C)",
@@ -74,12 +75,21 @@ pub fn install_signal_handlers(abort: Arc<Abort>) -> std::io::Result<()> {
                         _ = hup.recv() => "SIGHUP",
                     };
                     if abort.is_requested() && name.starts_with("SIGINT") {
-                        eprintln!("iohil: second Ctrl-C: exiting now");
-                        std::process::exit(130);
+                        interrupts += 1;
+                        if interrupts >= 3 {
+                            eprintln!(
+                                "iohil: third Ctrl-C: exiting WITHOUT the safe state; check the rig"
+                            );
+                            std::process::exit(130);
+                        }
+                        eprintln!(
+                            "iohil: already stopping the rig safely (board reset, load emergency stop); Ctrl-C {} more time(s) exits without it",
+                            3 - interrupts
+                        );
+                        continue;
                     }
-                    eprintln!(
-                        "iohil: {name}: stopping the rig safely (Ctrl-C again to exit at once)"
-                    );
+                    eprintln!("iohil: {name}: stopping the rig safely");
+                    interrupts = 1;
                     abort.request(name);
                 }
             });

@@ -98,13 +98,14 @@ pub fn align(
             level_name(board[i].level)
         )));
     }
-    let pairs: Vec<(f64, f64, f64)> = load
+    let pairs: Vec<(f64, f64, f64, f64)> = load
         .iter()
         .zip(board)
         .map(|(l, b)| {
-            // (board mid tick, load mid us, load half-width us)
+            // (board mid tick, board half-width ticks, load mid us, load half-width us)
             (
                 (b.after + b.at) / 2.0,
+                (b.at - b.after) / 2.0,
                 (l.after + l.at) / 2.0,
                 (l.at - l.after) / 2.0,
             )
@@ -116,13 +117,13 @@ pub fn align(
                 "no trigger edge was seen by both the load and the board".to_owned(),
             ))
         }
-        [(d, l, _)] => (nominal_us_per_tick, l - nominal_us_per_tick * d, "nominal"),
+        [(d, _, l, _)] => (nominal_us_per_tick, l - nominal_us_per_tick * d, "nominal"),
         _ => {
             let n = pairs.len() as f64;
             let md = pairs.iter().map(|p| p.0).sum::<f64>() / n;
-            let ml = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+            let ml = pairs.iter().map(|p| p.2).sum::<f64>() / n;
             let sdd: f64 = pairs.iter().map(|p| (p.0 - md).powi(2)).sum();
-            let sdl: f64 = pairs.iter().map(|p| (p.0 - md) * (p.1 - ml)).sum();
+            let sdl: f64 = pairs.iter().map(|p| (p.0 - md) * (p.2 - ml)).sum();
             if sdd <= 0.0 {
                 return Err(AlignError(
                     "the board reported every trigger edge at the same tick".to_owned(),
@@ -135,11 +136,13 @@ pub fn align(
     let drift_ppm = (us_per_tick / nominal_us_per_tick - 1.0) * 1e6;
     let residual_us = pairs
         .iter()
-        .map(|(d, l, _)| (l - (offset_us + us_per_tick * d)).abs())
+        .map(|(d, _, l, _)| (l - (offset_us + us_per_tick * d)).abs())
         .fold(0.0, f64::max);
     let quantisation_us = pairs
         .iter()
-        .map(|(_, _, hl)| hl + 0.5 * us_per_tick)
+        // Each side's edge is known to half its bracketing interval (wider when frames or
+        // samples around it were lost).
+        .map(|(_, hb, _, hl)| hl + hb * us_per_tick)
         .fold(0.0, f64::max);
     let mut error_us = residual_us + quantisation_us;
     if method == "nominal" {

@@ -38,32 +38,59 @@ pub const INJECTED_FAULT_PC: u32 = 0x0800_1F2C;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FakeFaults {
-    /// The core takes a HardFault: drive removed, fault record and fault frame, halted.
+    /// The core takes a HardFault: drive removed, fault record and fault frame, then the
+    /// handler spins until the watchdog resets the board, which boots again and reports the
+    /// previous fault.
     #[serde(default)]
     pub hard_fault_at_ms: Option<u32>,
-    /// The core locks up (no record, no frame): the probe sees LOCKUP.
+    /// The core locks up (no record, no frame, the PWM left running): the probe sees LOCKUP
+    /// until the watchdog resets the board.
     #[serde(default)]
     pub lockup_at_ms: Option<u32>,
     /// The probe stops answering (the board runs on).
     #[serde(default)]
     pub probe_lost_at_ms: Option<u32>,
-    /// The firmware hangs: the core runs but ticks no more (no telemetry, no drive updates).
+    /// The firmware hangs: the core runs but ticks no more (no telemetry, the PWM left as it
+    /// was) until the watchdog resets it.
     #[serde(default)]
     pub hang_at_ms: Option<u32>,
+    /// The telemetry RTT buffer stops taking frames while the firmware runs on (a stalled
+    /// link: the harness sees silence).
+    #[serde(default)]
+    pub rtt_stall_at_ms: Option<u32>,
     /// The telemetry channel's size, bytes (small values overflow it).
     #[serde(default)]
     pub rtt_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     telemetry: VecDeque<u8>,
     log: VecDeque<u8>,
     core: Option<CoreState>,
     fault_record: Option<FaultRecord>,
     probe_lost: bool,
+    /// The RTT buffer no longer takes frames (injected).
+    rtt_stalled: bool,
+    /// The drive the board last left in the bridge.
+    last_drive: Msg,
     /// Why the board thread ended, if it did on its own.
     ended: Option<String>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            telemetry: VecDeque::new(),
+            log: VecDeque::new(),
+            core: None,
+            fault_record: None,
+            probe_lost: false,
+            rtt_stalled: false,
+            last_drive: IDLE,
+            ended: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -186,17 +213,24 @@ impl Target for FakeTarget {
                 "fake target: nothing flashed yet".to_owned(),
             ));
         };
+        // The fault record is in uninitialised RAM: it survives the reset.
+        let mut ram = None;
         if let Some(mut board) = self.board.take() {
             board.halt();
+            ram = lock(&board.shared).fault_record;
         }
         let stream = connect(&self.wires)?;
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            fault_record: ram,
+            ..Shared::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let firmware = FirmwareThread {
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
             stream,
             controller: Controller::new(self.config),
+            config: self.config,
             id,
             period_ns: 1e6 * (1.0 + self.drift_ppm * 1e-6),
             faults: self.faults.clone(),
@@ -243,6 +277,13 @@ impl Target for FakeTarget {
             .and_then(|b| lock(&b.shared).fault_record))
     }
 
+    fn clear_fault_record(&mut self) -> Result<(), TargetError> {
+        if let Some(b) = &self.board {
+            lock(&b.shared).fault_record = None;
+        }
+        Ok(())
+    }
+
     fn safe_state(&mut self) -> Result<(), TargetError> {
         // Reset and hold: the thread ends and tells the world its pins float.
         if let Some(board) = &mut self.board {
@@ -268,16 +309,42 @@ fn connect(path: &Path) -> Result<UnixStream, TargetError> {
     }
 }
 
+/// The board's watchdog period, in its control ticks (the IWDG's 15 ms).
+pub const WATCHDOG_TICKS: u32 = 15;
+
 /// The fake board's firmware, on its own thread.
 struct FirmwareThread {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     stream: UnixStream,
     controller: Controller,
+    config: Config,
     id: FirmwareId,
     period_ns: f64,
     faults: FakeFaults,
     reset_cause: u8,
+}
+
+/// What the firmware does after a tick.
+enum Next {
+    /// Keep ticking.
+    Run,
+    /// Stuck (fault handler, lock-up, hang): the drive to hold (the fault handler's gates off,
+    /// or whatever PWM a locked-up or hung core left running) until the watchdog resets it.
+    Stuck(Msg),
+}
+
+/// Per-boot state of the firmware around the core (as `board/src/main.rs` keeps it).
+struct Boot {
+    seq: u16,
+    tick: u32,
+    released_since_boot: bool,
+    pending_faults: u16,
+    short_ticks: u8,
+    sensor_fault: bool,
+    sticky: u16,
+    /// Board ticks since power-up (the injected faults' time base, across watchdog resets).
+    uptime: u32,
 }
 
 impl FirmwareThread {
@@ -300,7 +367,7 @@ impl FirmwareThread {
         let len = telemetry::encode(*seq, frame, &mut buf);
         *seq = seq.wrapping_add(1);
         let mut s = lock(&self.shared);
-        if s.telemetry.len() + len > capacity {
+        if s.rtt_stalled || s.telemetry.len() + len > capacity {
             return false;
         }
         s.telemetry.extend(buf.get(..len).unwrap_or(&[]));
@@ -313,6 +380,54 @@ impl FirmwareThread {
         if s.log.len() + line.len() < 1024 {
             s.log.extend(line.bytes());
         }
+    }
+
+    fn capacity(&self) -> usize {
+        self.faults.rtt_bytes.unwrap_or(RTT_TELEMETRY_SIZE)
+    }
+
+    /// Boot: the boot frame, the previous run's fault (taken from RAM), the log line.
+    fn boot(&mut self, reset_cause: u8, uptime: u32) -> Boot {
+        let mut b = Boot {
+            seq: 0,
+            tick: 0,
+            released_since_boot: false,
+            pending_faults: 0,
+            short_ticks: 0,
+            sensor_fault: false,
+            sticky: 0,
+            uptime,
+        };
+        if reset_cause & telemetry::reset::WATCHDOG != 0 {
+            b.sticky |= telemetry::fault::WATCHDOG_RESET;
+        }
+        self.controller = Controller::new(self.config);
+        let capacity = self.capacity();
+        self.send(
+            &mut b.seq,
+            &Frame::Boot {
+                reset_cause,
+                tick_hz: u16::try_from(driver_core::TICK_HZ).unwrap_or(u16::MAX),
+                id: self.id,
+            },
+            capacity,
+        );
+        self.log(&format!(
+            "fake board: core {} reset cause {reset_cause:#04x}\n",
+            driver_core::VERSION
+        ));
+        let previous = lock(&self.shared).fault_record.take();
+        if let Some(previous) = previous {
+            b.sticky |= telemetry::fault::PREVIOUS_FAULT;
+            self.send(&mut b.seq, &Frame::Fault(previous), capacity);
+            self.log(&format!(
+                "previous run ended in {} at pc {:#010x} (tick {})\n",
+                previous.kind.name(),
+                previous.pc,
+                previous.tick
+            ));
+        }
+        b
     }
 
     fn serve(&mut self) -> String {
@@ -330,28 +445,8 @@ impl FirmwareThread {
         ) {
             return format!("wires: {e}");
         }
-        let capacity = self.faults.rtt_bytes.unwrap_or(RTT_TELEMETRY_SIZE);
-        let mut seq = 0u16;
-        self.send(
-            &mut seq,
-            &Frame::Boot {
-                reset_cause: self.reset_cause,
-                tick_hz: u16::try_from(driver_core::TICK_HZ).unwrap_or(u16::MAX),
-                id: self.id,
-            },
-            capacity,
-        );
-        self.log(&format!(
-            "fake board: core {} reset cause {:#04x}\n",
-            driver_core::VERSION,
-            self.reset_cause
-        ));
-        let mut tick: u32 = 0;
-        let mut released_since_boot = false;
-        let mut pending_faults = 0u16;
-        let mut short_ticks = 0u8;
-        let mut sensor_fault = false;
-        let mut sticky = 0u16;
+        let mut b = self.boot(self.reset_cause, 0);
+        let mut stuck: Option<(Msg, u32)> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let msg = match wires::recv(&mut self.stream) {
                 Ok(msg) => msg,
@@ -374,93 +469,125 @@ impl FirmwareThread {
             else {
                 return format!("unexpected wires message {msg:?}");
             };
-            tick = tick.wrapping_add(1);
-            let at_ms = tick;
-            if self.faults.probe_lost_at_ms.is_some_and(|t| at_ms >= t) {
+            b.uptime = b.uptime.saturating_add(1);
+            if self.faults.probe_lost_at_ms.is_some_and(|t| b.uptime >= t) {
                 lock(&self.shared).probe_lost = true;
             }
-            if self.faults.hang_at_ms == Some(at_ms) {
-                // Running, silent, its last drive command left in the bridge.
-                while !self.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
+            if self.faults.rtt_stall_at_ms.is_some_and(|t| b.uptime >= t) {
+                lock(&self.shared).rtt_stalled = true;
+            }
+            let reply = match stuck {
+                Some((drive, since)) if b.uptime.saturating_sub(since) >= WATCHDOG_TICKS => {
+                    // The watchdog was not refreshed: reset, and boot again.
+                    lock(&self.shared).core = None;
+                    let uptime = b.uptime;
+                    b = self.boot(telemetry::reset::WATCHDOG, uptime);
+                    stuck = None;
+                    let _ = drive;
+                    IDLE
                 }
-                return "hung (injected)".to_owned();
-            }
-            if self.faults.lockup_at_ms == Some(at_ms) {
-                lock(&self.shared).core = Some(CoreState::LockedUp);
-                return "locked up (injected)".to_owned();
-            }
-            if self.faults.hard_fault_at_ms == Some(at_ms) {
-                let record = FaultRecord {
-                    kind: FaultKind::HardFault,
-                    pc: INJECTED_FAULT_PC,
-                    lr: 0xFFFF_FFF9,
-                    xpsr: 0x0100_0003,
-                    cfsr: 0x0000_0400,
-                    hfsr: 0x4000_0000,
-                    mmfar: 0,
-                    bfar: 0,
-                    tick,
-                    line: 0,
-                };
-                {
-                    let mut s = lock(&self.shared);
-                    s.fault_record = Some(record);
-                }
-                self.send(&mut seq, &Frame::Fault(record), capacity);
-                lock(&self.shared).core = Some(CoreState::Halted {
-                    pc: INJECTED_FAULT_PC,
-                    reason: "exception: HardFault (injected)".to_owned(),
-                });
-                return "HardFault (injected)".to_owned();
-            }
-            if !trigger {
-                released_since_boot = true;
-            }
-            let inputs = Inputs {
-                tick,
-                motor_current_ma: sensing::mean_current_ma(current_sum, samples),
-                battery_mv: sensing::mean_battery_mv(voltage_sum, samples),
-                trigger_pressed: trigger && released_since_boot,
+                Some((drive, _)) => drive,
+                None => match self.tick(&mut b, current_sum, voltage_sum, samples, trigger) {
+                    (drive, Next::Run) => drive,
+                    (drive, Next::Stuck(hold)) => {
+                        stuck = Some((hold, b.uptime));
+                        drive
+                    }
+                },
             };
-            let outputs = self.controller.step(&inputs);
-            if samples < sensing::SAMPLES_PER_TICK {
-                short_ticks = short_ticks.saturating_add(1);
-            } else {
-                short_ticks = 0;
-            }
-            if short_ticks >= 3 {
-                sensor_fault = true;
-                sticky |= telemetry::fault::ADC_MISSING;
-            }
-            let drive = if sensor_fault {
-                Msg::Drive {
-                    duty_permille: 0,
-                    brake: false,
-                    off: false,
-                }
-            } else {
-                Msg::Drive {
-                    duty_permille: outputs.duty_permille,
-                    brake: outputs.brake,
-                    off: false,
-                }
-            };
-            let mut faults = sticky | pending_faults;
-            if samples != sensing::SAMPLES_PER_TICK {
-                faults |= telemetry::fault::ADC_MISSING;
-            }
-            pending_faults = 0;
-            // The fake measures no CPU time: 0 cycles, and the bench does not report them.
-            let mut record = TickRecord::from_step(&inputs, &outputs, faults, 0);
-            record.trigger_raw = trigger;
-            if !self.send(&mut seq, &Frame::Tick(record), capacity) {
-                pending_faults |= telemetry::fault::TELEMETRY_DROPPED;
-            }
-            if let Err(e) = wires::send(&mut self.stream, drive) {
+            if let Err(e) = wires::send(&mut self.stream, reply) {
                 return format!("wires closed: {e}");
             }
         }
         "reset by the probe".to_owned()
     }
+
+    /// One control tick as `control_isr` runs it; the drive it leaves in the bridge.
+    fn tick(
+        &mut self,
+        b: &mut Boot,
+        current_sum: u32,
+        voltage_sum: u32,
+        samples: u32,
+        trigger: bool,
+    ) -> (Msg, Next) {
+        let capacity = self.capacity();
+        b.tick = b.tick.wrapping_add(1);
+        let last = lock(&self.shared).last_drive;
+        if self.faults.hang_at_ms == Some(b.uptime) {
+            // The control loop stops; the PWM keeps its last duty until the watchdog.
+            return (last, Next::Stuck(last));
+        }
+        if self.faults.lockup_at_ms == Some(b.uptime) {
+            lock(&self.shared).core = Some(CoreState::LockedUp);
+            return (last, Next::Stuck(last));
+        }
+        if self.faults.hard_fault_at_ms == Some(b.uptime) {
+            // `fault::fail`: drive off first, the record in RAM, the fault frame, then the
+            // handler spins with the gates off until the watchdog resets the MCU.
+            let record = FaultRecord {
+                kind: FaultKind::HardFault,
+                pc: INJECTED_FAULT_PC,
+                lr: 0xFFFF_FFF9,
+                xpsr: 0x0100_0003,
+                cfsr: 0x0000_0400,
+                hfsr: 0x4000_0000,
+                mmfar: 0,
+                bfar: 0,
+                tick: b.tick,
+                line: 0,
+            };
+            lock(&self.shared).fault_record = Some(record);
+            self.send(&mut b.seq, &Frame::Fault(record), capacity);
+            return (IDLE, Next::Stuck(IDLE));
+        }
+        if !trigger {
+            b.released_since_boot = true;
+        }
+        let inputs = Inputs {
+            tick: b.tick,
+            motor_current_ma: sensing::mean_current_ma(current_sum, samples),
+            battery_mv: sensing::mean_battery_mv(voltage_sum, samples),
+            trigger_pressed: trigger && b.released_since_boot,
+        };
+        let outputs = self.controller.step(&inputs);
+        if samples < sensing::SAMPLES_PER_TICK {
+            b.short_ticks = b.short_ticks.saturating_add(1);
+        } else {
+            b.short_ticks = 0;
+        }
+        if b.short_ticks >= 3 {
+            b.sensor_fault = true;
+            b.sticky |= telemetry::fault::ADC_MISSING;
+        }
+        let drive = if b.sensor_fault {
+            IDLE
+        } else {
+            Msg::Drive {
+                duty_permille: outputs.duty_permille,
+                brake: outputs.brake,
+                off: false,
+            }
+        };
+        lock(&self.shared).last_drive = drive;
+        let mut faults = b.sticky | b.pending_faults;
+        if samples != sensing::SAMPLES_PER_TICK {
+            faults |= telemetry::fault::ADC_MISSING;
+        }
+        b.pending_faults = 0;
+        // The fake measures no CPU time: 0 cycles, and the bench does not report them.
+        let mut record = TickRecord::from_step(&inputs, &outputs, faults, 0);
+        record.trigger_raw = trigger;
+        if !self.send(&mut b.seq, &Frame::Tick(record), capacity) {
+            b.pending_faults |= telemetry::fault::TELEMETRY_DROPPED;
+        }
+        (drive, Next::Run)
+    }
 }
+
+/// Every gate off (the fault handler's and the sensor fault's drive).
+const IDLE: Msg = Msg::Drive {
+    duty_permille: 0,
+    brake: false,
+    off: false,
+};

@@ -62,6 +62,8 @@ pub const IDLE_TICKS_BEFORE_START: usize = 20;
 pub const AFTER_END: Duration = Duration::from_millis(30);
 /// A trial that runs this much past its scenario's duration is aborted.
 pub const TRIAL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+/// Below this the load's shaft counts as at rest, rpm (its speed sensor's noise floor).
+pub const SETTLED_SPEED_RPM: f64 = 1.0;
 /// A board that sends no tick frame for this long during playback has stopped answering.
 pub const TELEMETRY_SILENCE: Duration = Duration::from_millis(500);
 
@@ -222,28 +224,26 @@ impl BenchRig {
                 &self.elf_sha256
             ),
             version: id.firmware_version,
-            shipped_config: self.elf_id.flags & driver_core::telemetry::id_flags::TEST_BUILD == 0,
+            shipped_config: self.elf_id.flags & driver_core::telemetry::id_flags::TEST_BUILD == 0
+                && !self
+                    .desc
+                    .file
+                    .fake
+                    .as_ref()
+                    .is_some_and(|f| f.disable_detector),
         }
     }
 
-    /// Emergency stop to the load and reset-halt of the board, best effort both; what failed.
+    /// The rig's safe state: the board reset and held (its drive off at once, whatever its
+    /// firmware does), then the load's emergency stop (the client retries it within about a
+    /// second); best effort both, and what failed.
     fn safe_state(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut stopped = false;
-        for _ in 0..3 {
-            match self.runtime.block_on(self.link.estop()) {
-                Ok(()) => {
-                    stopped = true;
-                    break;
-                }
-                Err(e) => problems.push(format!("load emergency stop: {e}")),
-            }
-        }
-        if stopped {
-            problems.clear();
-        }
         if let Err(e) = self.target.safe_state() {
             problems.push(format!("board safe state: {e}"));
+        }
+        if let Err(e) = self.runtime.block_on(self.link.estop()) {
+            problems.push(format!("load emergency stop: {e}"));
         }
         problems
     }
@@ -262,6 +262,10 @@ struct Telemetry {
     anomalies: Vec<String>,
     firmware_faults: Vec<String>,
     fault_frames: Vec<(u32, FaultRecord)>,
+    /// The boot frame named other firmware than the flashed ELF.
+    foreign_firmware: bool,
+    /// Restarts seen (boot frames after the first); ticks after one are not recorded.
+    restarts: usize,
 }
 
 impl Telemetry {
@@ -282,9 +286,7 @@ impl Telemetry {
                 } => {
                     self.boot_seen = true;
                     if boot.id != *expected_id {
-                        self.anomalies.push(
-                            "the board's boot frame identity differs from the flashed ELF's (is another firmware on the board?)".to_owned(),
-                        );
+                        self.foreign_firmware = true;
                     }
                     if seq != 0 || u32::from(boot.tick_hz) != driver_core::TICK_HZ {
                         self.anomalies.push(format!(
@@ -301,6 +303,10 @@ impl Telemetry {
                     if !self.boot_seen {
                         self.anomalies
                             .push(format!("tick frame {} before any boot frame", record.tick));
+                    }
+                    if self.restarts > 0 {
+                        // Another boot's clock: the trial's trace ends at the restart.
+                        continue;
                     }
                     let own = record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED;
                     if own != 0
@@ -333,9 +339,12 @@ impl Telemetry {
                 TelemetryEvent::Skipped { bytes, reason } => self.anomalies.push(format!(
                     "{bytes} telemetry byte(s) skipped ({reason:?}) after board tick {tick}"
                 )),
-                TelemetryEvent::Restarted => self.firmware_faults.push(format!(
-                    "the board restarted by itself (boot frame) after tick {tick}"
-                )),
+                TelemetryEvent::Restarted => {
+                    self.restarts += 1;
+                    self.firmware_faults.push(format!(
+                        "the board restarted by itself (boot frame) after tick {tick}"
+                    ));
+                }
             }
         }
     }
@@ -461,7 +470,7 @@ impl Rig for BenchRig {
     }
 
     fn aborted(&self) -> Option<String> {
-        self.aborted.clone()
+        self.aborted.clone().or_else(|| self.abort.reason())
     }
 }
 
@@ -517,7 +526,22 @@ impl BenchRig {
         let rate = self.desc.file.load.sample_rate_hz;
         self.link("ARM", async |l| l.arm(rate, duration_ms).await)?;
 
-        // 2. The board: reset, booted, ticking with the trigger released.
+        // 2. The board: a fault record left in its RAM from before this trial is reported and
+        // erased (the next boot would report it as its own), then reset, booted, ticking with
+        // the trigger released.
+        match self.target.fault_record() {
+            Ok(Some(record)) => {
+                anomalies.push(format!(
+                    "a fault record from before this trial was in the board's RAM (erased): {}",
+                    describe_fault(&record)
+                ));
+                self.target
+                    .clear_fault_record()
+                    .map_err(|e| TrialAbort(format!("erasing the old fault record: {e}")))?;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(TrialAbort(format!("probe: {e}"))),
+        }
         self.target
             .reset_and_run()
             .map_err(|e| TrialAbort(format!("board reset: {e}")))?;
@@ -530,6 +554,11 @@ impl BenchRig {
                 .poll()
                 .map_err(|e| TrialAbort(format!("probe: {e}")))?;
             tm.push(&poll.telemetry, &poll.log, &self.elf_id);
+            if tm.foreign_firmware {
+                return Err(TrialAbort(
+                    "the board's boot frame names other firmware than the flashed ELF (is another firmware on the board?)".to_owned(),
+                ));
+            }
             let idle = tm.ticks.iter().rev().take(IDLE_TICKS_BEFORE_START);
             if tm.boot_seen
                 && tm.ticks.len() >= IDLE_TICKS_BEFORE_START
@@ -538,7 +567,7 @@ impl BenchRig {
                 break;
             }
             if let Some(fault) = poll.fault {
-                return Ok(self.firmware_fault_before_start(scenario, trial, tm, fault, anomalies));
+                return self.firmware_fault_before_start(scenario, trial, tm, fault, anomalies);
             }
             if Instant::now() > boot_deadline {
                 return Err(TrialAbort(format!(
@@ -558,8 +587,15 @@ impl BenchRig {
         let deadline =
             started + Duration::from_secs_f64(scenario.duration_s) + TRIAL_TIMEOUT_MARGIN;
         let mut next_status = started + STATUS_PERIOD;
-        let mut load_speed;
+        let mut at_rest_since: Option<Instant> = None;
         let mut last_tick_at = (tm.ticks.len(), started);
+        let (faults_before, restarts_before) = (tm.fault_frames.len(), tm.restarts);
+        // The operator's last scheduled trigger change, s from the start (the sim's rule).
+        let last_change_s = scenario
+            .operator
+            .release_s
+            .unwrap_or(scenario.operator.press_s)
+            .max(scenario.operator.press_s);
         let ending = loop {
             if let Some(reason) = self.abort.reason() {
                 break Ending::Abort(reason);
@@ -577,6 +613,15 @@ impl BenchRig {
                     TELEMETRY_SILENCE.as_millis()
                 ));
             }
+            if let Some((_, record)) = tm.fault_frames.get(faults_before) {
+                break Ending::FirmwareFault(format!(
+                    "the firmware reported a fault: {}",
+                    describe_fault(record)
+                ));
+            }
+            if tm.restarts > restarts_before {
+                break Ending::FirmwareFault("the board restarted during the trial".to_owned());
+            }
             if let Some(fault) = poll.fault {
                 break Ending::FirmwareFault(match fault {
                     CoreState::LockedUp => "the core locked up".to_owned(),
@@ -591,7 +636,11 @@ impl BenchRig {
                 next_status = now + STATUS_PERIOD;
                 match self.runtime.block_on(self.link.status()) {
                     Ok(status) => {
-                        load_speed = status.speed_rpm;
+                        if status.speed_rpm.abs() < SETTLED_SPEED_RPM {
+                            at_rest_since.get_or_insert(now);
+                        } else {
+                            at_rest_since = None;
+                        }
                         match status.state {
                             LoadState::Running => {}
                             LoadState::Done => break Ending::Completed,
@@ -611,7 +660,11 @@ impl BenchRig {
                     }
                     Err(e) => break Ending::Abort(format!("load link lost (STATUS): {e}")),
                 }
-                if settled(&tm.ticks, tm.ticks_before_start, load_speed) {
+                let at_rest = at_rest_since
+                    .is_some_and(|t| now.duration_since(t).as_secs_f64() >= SETTLE_AFTER_STOP_S);
+                let operator_done =
+                    started.elapsed().as_secs_f64() > last_change_s + SETTLE_AFTER_STOP_S;
+                if at_rest && operator_done && settled(&tm.ticks, tm.ticks_before_start) {
                     break Ending::Completed;
                 }
             }
@@ -628,12 +681,21 @@ impl BenchRig {
         match ending {
             Ending::Abort(reason) => return Err(TrialAbort(reason)),
             Ending::FirmwareFault(what) => {
-                // The firmware failed: drive off first, then the evidence.
-                let _ = self.runtime.block_on(self.link.estop());
+                // The firmware failed: the load stops, then the evidence, then the board's reset.
+                if let Err(e) = self.runtime.block_on(self.link.estop()) {
+                    return Err(TrialAbort(format!(
+                        "load emergency stop after the firmware's fault ({what}) failed: {e}"
+                    )));
+                }
                 firmware_faults.push(what);
                 match self.target.fault_record() {
-                    Ok(Some(record)) => firmware_faults
-                        .push(format!("fault record in RAM: {}", describe_fault(&record))),
+                    Ok(Some(record)) => {
+                        firmware_faults
+                            .push(format!("fault record in RAM: {}", describe_fault(&record)));
+                        if let Err(e) = self.target.clear_fault_record() {
+                            anomalies.push(format!("fault record not erased: {e}"));
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => anomalies.push(format!("fault record unreadable: {e}")),
                 }
@@ -705,19 +767,29 @@ impl BenchRig {
         tm: Telemetry,
         fault: CoreState,
         mut anomalies: Vec<String>,
-    ) -> Trace {
+    ) -> Result<Trace, TrialAbort> {
         let mut firmware_faults = tm.firmware_faults.clone();
         firmware_faults.push(format!(
             "the core stopped before the load started: {fault:?}"
         ));
-        if let Ok(Some(record)) = self.target.fault_record() {
-            firmware_faults.push(format!("fault record in RAM: {}", describe_fault(&record)));
+        match self.target.fault_record() {
+            Ok(Some(record)) => {
+                firmware_faults.push(format!("fault record in RAM: {}", describe_fault(&record)));
+                if let Err(e) = self.target.clear_fault_record() {
+                    anomalies.push(format!("fault record not erased: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => anomalies.push(format!("fault record unreadable: {e}")),
         }
-        if let Err(e) = self.target.safe_state() {
-            anomalies.push(format!("board safe state: {e}"));
-        }
+        self.target
+            .safe_state()
+            .map_err(|e| TrialAbort(format!("board safe state after its fault: {e}")))?;
+        // The load was armed, never started: disarmed and cleared.
+        self.link("ESTOP", async |l| l.estop().await)?;
+        self.link("CLEAR", async |l| l.clear().await)?;
         anomalies.extend(tm.anomalies);
-        Trace {
+        Ok(Trace {
             format_version: TRACE_FORMAT_VERSION,
             scenario_id: scenario.id.clone(),
             trial,
@@ -732,7 +804,7 @@ impl BenchRig {
             anomalies,
             firmware_faults,
             clock: None,
-        }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -748,7 +820,15 @@ impl BenchRig {
         anomalies: &mut Vec<String>,
     ) -> Trace {
         let clock = &self.desc.file.clock;
-        let load_edges = edges(load.iter().map(|s| (s.t_us as f64, s.trigger)));
+        // While armed the load held the trigger released: a press at the start is an edge.
+        let period_us = 1e6 / f64::from(self.desc.file.load.sample_rate_hz);
+        let load_edges = edges(
+            std::iter::once((t0_us as f64 - period_us, false))
+                .chain(load.iter().map(|s| (s.t_us as f64, s.trigger))),
+        );
+        if load.windows(2).any(|w| w[1].t_us <= w[0].t_us) {
+            anomalies.push("the load's sample times are not increasing".to_owned());
+        }
         // Only the board's ticks from the load's start on (before it, the line was released).
         let board_edges = edges(
             tm.ticks
@@ -760,6 +840,7 @@ impl BenchRig {
             .last()
             .map_or(0.0, |s| s.t_us.saturating_sub(t0_us) as f64);
         let nominal = 1e6 / f64::from(driver_core::TICK_HZ);
+        let mut aligned = true;
         let alignment = match align(
             &load_edges,
             &board_edges,
@@ -771,6 +852,7 @@ impl BenchRig {
             Ok(a) => a,
             Err(e) => {
                 anomalies.push(e.to_string());
+                aligned = false;
                 // A stand-in so the trace can still be plotted; the trial is INCONCLUSIVE.
                 let start_tick = tm
                     .ticks
@@ -781,8 +863,8 @@ impl BenchRig {
                     us_per_tick: nominal,
                     drift_ppm: 0.0,
                     edges: 0,
-                    residual_ms: f64::NAN,
-                    error_bound_ms: f64::NAN,
+                    residual_ms: 0.0,
+                    error_bound_ms: 0.0,
                     method: "none (start of the load's playback)".to_owned(),
                 }
             }
@@ -868,14 +950,15 @@ impl BenchRig {
             truth: ground,
             anomalies: Vec::new(),
             firmware_faults: Vec::new(),
-            clock: Some(alignment),
+            clock: aligned.then_some(alignment),
         }
     }
 }
 
-/// Whether the trial can end: the firmware stopped the motor at least [`SETTLE_AFTER_STOP_S`]
-/// ago, the trigger has not changed for as long, and the load's shaft is at rest.
-fn settled(ticks: &[TickRecord], from: usize, load_speed_rpm: f64) -> bool {
+/// The firmware's half of the settle rule: it stopped the motor at least
+/// [`SETTLE_AFTER_STOP_S`] ago and the trigger has not changed for as long (the load's half,
+/// its shaft at rest as long, is checked on its status).
+fn settled(ticks: &[TickRecord], from: usize) -> bool {
     let Some(last) = ticks.last() else {
         return false;
     };
@@ -894,7 +977,6 @@ fn settled(ticks: &[TickRecord], from: usize, load_speed_rpm: f64) -> bool {
         .map_or(run.first().map_or(0, |t| t.tick), |w| w[1].tick);
     motor_off.is_some_and(|off| last.tick.saturating_sub(off) >= settle_ticks)
         && last.tick.saturating_sub(trigger_change) >= settle_ticks
-        && load_speed_rpm.abs() < 1e-3
 }
 
 /// The load's samples as functions of trial time (linear interpolation; revolutions integrated
@@ -956,11 +1038,13 @@ impl<'a> LoadSeries<'a> {
 /// Opens the target a rig description names: the fake (with `probe: fake`) or a probe.
 pub fn open_target(desc: &RigDescription) -> Result<Box<dyn Target>, TargetError> {
     match (&desc.probe, &desc.file.fake) {
-        (None, Some(fake)) => Ok(Box::new(fake::FakeTarget::new(
-            &fake.wires,
-            fake.clock_drift_ppm,
-            fake.inject.clone(),
-        ))),
+        (None, Some(fake)) => Ok(Box::new(
+            fake::FakeTarget::new(&fake.wires, fake.clock_drift_ppm, fake.inject.clone())
+                .with_config(driver_core::Config {
+                    detection_enabled: !fake.disable_detector,
+                    ..driver_core::Config::DEFAULT
+                }),
+        )),
         (None, None) => Err(TargetError::NoProbe(
             "probe: fake without a fake section".to_owned(),
         )),

@@ -787,6 +787,23 @@ impl Target for ProbeTarget {
         Ok(decode_fault_record(&bytes))
     }
 
+    fn clear_fault_record(&mut self) -> Result<(), TargetError> {
+        let Some(address) = self.fault_record else {
+            return Ok(());
+        };
+        let zeros = [0u8; FAULT_RECORD_LEN];
+        let result = self
+            .session()?
+            .core(0)
+            .and_then(|mut core| core.write(address, &zeros));
+        result.map_err(|e| {
+            self.lost(
+                &format!("erasing the fault record at {address:#010x} failed"),
+                e,
+            )
+        })
+    }
+
     /// Resets the core and holds it halted at the reset vector.
     ///
     /// Why a reset and not a halt: a halted core stops executing, but TIM1 keeps generating PWM

@@ -116,6 +116,11 @@ pub struct FakeSpec {
     /// Faults the fake target injects (fault-injection tests).
     #[serde(default)]
     pub inject: super::fake::FakeFaults,
+    /// Run the core with its breakthrough detector disabled (the `--broken-detector` test
+    /// build's tuning): the verdicts must then fail, and the report marks the firmware as not
+    /// the shipped configuration.
+    #[serde(default)]
+    pub disable_detector: bool,
 }
 
 /// A checked rig description.

@@ -89,8 +89,13 @@ pub trait Target: Send {
     /// Reads what the RTT up channels hold now, and whether the core still runs.
     fn poll(&mut self) -> Result<TargetPoll, TargetError>;
 
-    /// The firmware's fault record in RAM, if it left a valid one.
+    /// The firmware's fault record in RAM, if it left a valid one. The record survives
+    /// resets (it is in uninitialised RAM) until the firmware's next boot takes it.
     fn fault_record(&mut self) -> Result<Option<FaultRecord>, TargetError>;
+
+    /// Erases the fault record (after the rig has read it), so that the next boot does not
+    /// report, as its own, a fault that belongs to an earlier trial.
+    fn clear_fault_record(&mut self) -> Result<(), TargetError>;
 
     /// The rig's safe state for the motor: the core is reset and held halted, so every pin,
     /// the PWM outputs included, returns to its reset state (high impedance; the board's

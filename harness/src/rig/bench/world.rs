@@ -159,6 +159,8 @@ struct State {
     current_sum: f64,
     current_steps: u64,
     fault: Option<String>,
+    /// Plant step of the last recorded sample.
+    last_record_step: Option<u64>,
     board_connected: bool,
     max_lag: Duration,
     /// World time, ns.
@@ -193,6 +195,17 @@ impl State {
         });
         self.current_sum = 0.0;
         self.current_steps = 0;
+        self.last_record_step = Some(self.plant_steps);
+    }
+
+    /// Ends playback and records the trigger's release: one step after the last sample when
+    /// that was taken at this very step, so that sample times stay strictly increasing.
+    fn end_playback(&mut self) {
+        self.running = false;
+        if self.last_record_step == Some(self.plant_steps) {
+            self.plant_steps += 1;
+        }
+        self.record();
     }
 
     /// One world step.
@@ -214,8 +227,7 @@ impl State {
         }
         if self.plant_steps >= self.duration_steps {
             // The profile's end: trigger released, push removed, recorded.
-            self.running = false;
-            self.record();
+            self.end_playback();
         }
     }
 
@@ -292,6 +304,7 @@ impl World {
         st.steps_per_sample = (1e9 / f64::from(rate_hz) / STEP_NS as f64).round().max(1.0) as u64;
         st.new_samples.clear();
         st.fault = None;
+        st.last_record_step = None;
         Ok(())
     }
 
@@ -321,8 +334,7 @@ impl World {
         let mut st = lock(&self.state);
         if st.running {
             // Not running: the sample records the trigger released and no push.
-            st.running = false;
-            st.record();
+            st.end_playback();
         }
     }
 

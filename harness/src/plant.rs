@@ -6,21 +6,30 @@
 //! rig feeds it a PWM duty and brake command and reads sensor values back. All numbers are the
 //! reference values of DESIGN.md ("Plant model").
 //!
-//! Numerical method: fixed step [`DEFAULT_STEP_S`]. The winding current uses the exact
-//! solution of `L di/dt = V - R i - k_e w` over one step with the speed frozen, so the 67 us
-//! electrical time constant never limits the step; the shaft speed and the needle advance use
-//! explicit Euler, which is accurate for the 9 ms mechanical time constant at this step. The PWM
-//! is averaged (20 kHz is 1000 times faster than the mechanics and the ADC samples in step with
-//! it, so it reads the average). The step was chosen by the convergence test in
-//! `harness/tests/sim_rig.rs`: halving it moves `t_bt`, the stop time and the overshoot by less
-//! than 0.1 ms / 0.01 mm.
+//! Numerical method: over each step the winding current and the shaft speed follow the exact
+//! solution of the coupled linear system `L di/dt = V - R i - k w`, `J dw/dt = k i - T` with
+//! the load torque `T`, the push and the layer frozen (they change over millimetres, i.e.
+//! hundreds of steps); the transition matrices depend only on the loop resistance and are
+//! cached. The needle advance is the exact integral of the speed over the step times the feed
+//! per turn, split where the tip crosses a layer boundary within the step. Static friction
+//! (the shaft holds while the motor cannot overcome it) and the no-reverse rule are applied at
+//! step ends. The PWM is averaged (20 kHz is 1000 times faster than the mechanics and the ADC
+//! samples in step with it, so it reads the average). The sim rig steps one PWM period
+//! ([`SIM_STEP_S`]) and takes its mid-period ADC sample from the same exact solution at half a
+//! step; the emulated and virtual bench rigs meet the plant at arbitrary instants and step
+//! [`DEFAULT_STEP_S`]. The convergence test in `harness/tests/sim_rig.rs` halves the sim's step
+//! and sees `t_bt`, the stop time and the overshoot move by less than 0.1 ms / 0.01 mm; on the
+//! adult tibia the 50 us step's `t_bt` is within 0.02 ms of the 5 us step's.
 
 use std::f64::consts::PI;
 
 use crate::scenario::{Bone, Layer, Ramp, Scenario};
 
-/// Default integration step, s.
+/// Integration step of rigs that meet the plant at arbitrary instants (the emulated board's
+/// ADC trigger, the virtual bench's board clock), s.
 pub const DEFAULT_STEP_S: f64 = 5e-6;
+/// Integration step of the sim rig: one PWM period (its ADC sample is taken mid-step), s.
+pub const SIM_STEP_S: f64 = 50e-6;
 /// Interval between current ADC samples, s (20 kHz PWM, one sample per period).
 pub const ADC_SAMPLE_PERIOD_S: f64 = 50e-6;
 
@@ -151,6 +160,21 @@ pub struct DriveCommand {
     pub brake: bool,
 }
 
+/// The exact transition of the winding current and shaft speed over one step (and half a
+/// step) for one loop resistance: `x(t) = x_ss + phi(t) (x(0) - x_ss)`, and the integral of the
+/// deviation over the step, `psi = A^-1 (phi(h) - I)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StepMatrices {
+    resistance: f64,
+    phi: [[f64; 2]; 2],
+    phi_half: [[f64; 2]; 2],
+    psi: [[f64; 2]; 2],
+    /// `exp(-R h / L)`: the current's decay with the rotor held.
+    decay: f64,
+    /// The same over half a step.
+    decay_half: f64,
+}
+
 /// The plant state and its ground-truth records.
 #[derive(Debug, Clone)]
 pub struct Plant {
@@ -170,6 +194,12 @@ pub struct Plant {
     /// Simulated time, s.
     time_s: f64,
     current_a: f64,
+    /// Winding current at the middle of the last step (the board's ADC samples mid-period).
+    mid_current_a: f64,
+    /// Battery terminal voltage at the middle of the last step.
+    mid_terminal_v: f64,
+    /// Step matrices for the last loop resistance (it changes at most once per control tick).
+    matrices: Option<StepMatrices>,
     motor_speed_rad_s: f64,
     depth_mm: f64,
     output_revolutions: f64,
@@ -232,6 +262,9 @@ impl Plant {
             steps: 0,
             time_s: 0.0,
             current_a: 0.0,
+            mid_current_a: 0.0,
+            mid_terminal_v: scenario.battery.open_circuit_v,
+            matrices: None,
             motor_speed_rad_s: 0.0,
             depth_mm: 0.0,
             output_revolutions: 0.0,
@@ -365,6 +398,15 @@ impl Plant {
         push.max(0.0)
     }
 
+    /// Layer parameters just past the current depth, which lies on a layer boundary.
+    fn layer_past_boundary(&mut self) -> Layer {
+        let at = self.depth_mm;
+        self.depth_mm = at + 1e-9;
+        let layer = self.layer_here();
+        self.depth_mm = at;
+        layer
+    }
+
     /// Layer parameters at the current depth (ramp applied).
     fn layer_here(&self) -> Layer {
         let bone = &self.bone;
@@ -400,16 +442,79 @@ impl Plant {
         SOFT_TISSUE_FRICTION_NMM_PER_MM * soft + CORTICAL_WALL_FRICTION_NMM_PER_MM * (near + far)
     }
 
+    /// The step matrices for loop resistance `resistance`, computed when it changes.
+    fn step_matrices(&mut self, resistance: f64) -> StepMatrices {
+        if let Some(m) = self.matrices.filter(|m| m.resistance == resistance) {
+            return m;
+        }
+        let d = self.drive;
+        let (l, k, j, h) = (d.inductance_h, d.k_t, self.inertia_motor_side, self.step_s);
+        // A = [[-R/L, -k/L], [k/J, 0]]; e^(At) = e^(st) (C(t) I + S(t) (A - s I)).
+        let a = [[-resistance / l, -k / l], [k / j, 0.0]];
+        let half_trace = -resistance / (2.0 * l);
+        let det = k * k / (j * l);
+        let disc = half_trace * half_trace - det;
+        let exp_at = |t: f64| {
+            let (c, s) = if disc > 1e-9 {
+                let q = disc.sqrt();
+                ((q * t).cosh(), (q * t).sinh() / q)
+            } else if disc < -1e-9 {
+                let w = (-disc).sqrt();
+                ((w * t).cos(), (w * t).sin() / w)
+            } else {
+                (1.0, t)
+            };
+            let e = (half_trace * t).exp();
+            [
+                [e * (c + s * (a[0][0] - half_trace)), e * s * a[0][1]],
+                [e * s * a[1][0], e * (c + s * (a[1][1] - half_trace))],
+            ]
+        };
+        let phi = exp_at(h);
+        // A^-1 = (1/det) [[0, k/L], [-k/J, -R/L]].
+        let inv = [[0.0, k / l / det], [-k / j / det, -resistance / l / det]];
+        let m = [[phi[0][0] - 1.0, phi[0][1]], [phi[1][0], phi[1][1] - 1.0]];
+        let psi = [
+            [
+                inv[0][0] * m[0][0] + inv[0][1] * m[1][0],
+                inv[0][0] * m[0][1] + inv[0][1] * m[1][1],
+            ],
+            [
+                inv[1][0] * m[0][0] + inv[1][1] * m[1][0],
+                inv[1][0] * m[0][1] + inv[1][1] * m[1][1],
+            ],
+        ];
+        let matrices = StepMatrices {
+            resistance,
+            phi,
+            phi_half: exp_at(0.5 * h),
+            psi,
+            decay: (-h * resistance / l).exp(),
+            decay_half: (-0.5 * h * resistance / l).exp(),
+        };
+        self.matrices = Some(matrices);
+        matrices
+    }
+
     /// Advances one integration step under `command`.
     pub fn step(&mut self, command: DriveCommand) {
         let dt = self.step_s;
         let d = self.drive;
         let t_next = (self.steps + 1) as f64 * dt;
-        self.push_n = self.push_at(self.time_s);
+        // The push at mid-step (second-order accurate for the slowly varying operator).
+        self.push_n = self.push_at(self.time_s + 0.5 * dt);
 
-        // Electrical: exact first-order update with the speed frozen over the step.
+        // Needle load at the output shaft, frozen over the step (it changes over millimetres).
+        let layer = self.layer_here();
+        let feed_mm_per_rev =
+            ((self.push_n - layer.f_th_n) / layer.k_f).clamp(0.0, layer.f_max_mm_per_rev);
+        let cutting_nmm = layer.t_fr_nmm + layer.k_t * feed_mm_per_rev + self.wall_friction_nmm();
+        let friction_motor_side = d.k_t * d.no_load_current_a;
+        let needle_motor_side = cutting_nmm / 1000.0 / (d.gear_ratio * d.gear_efficiency);
+        let resisting = friction_motor_side + needle_motor_side;
+
+        // The bridge as seen by the winding: source voltage and loop resistance.
         let loop_ohm = self.winding_ohm + d.bridge_ohm;
-        let back_emf = d.k_t * self.motor_speed_rad_s;
         let duty = command.duty.clamp(0.0, 1.0);
         let battery_ohm = self.battery.internal_resistance_ohm;
         let (source_v, resistance) = if command.brake {
@@ -426,48 +531,85 @@ impl Plant {
             (0.0, f64::INFINITY)
         };
         let coasting = !command.brake && duty <= 0.0;
-        if resistance.is_finite() {
-            let steady = (source_v - back_emf) / resistance;
-            let decay = (-dt * resistance / d.inductance_h).exp();
-            let next = steady + (self.current_a - steady) * decay;
-            self.current_a = if coasting && next < 0.0 { 0.0 } else { next };
+        let locked = self.lock_rotor_at_s.is_some_and(|t| self.time_s >= t);
+        let speed_before = self.motor_speed_rad_s;
+        let current_before = self.current_a;
+
+        // Electromechanics over the step, exactly for the frozen load: the winding
+        // L di/dt = V - R i - k w and the shaft J dw/dt = k i - T_resist, while it turns.
+        let (current, speed, mid_current, turned_rad) = if !resistance.is_finite() {
+            // Open circuit: no current; the shaft coasts down against its friction.
+            let decel = resisting / self.inertia_motor_side;
+            let stop_after = if decel > 0.0 {
+                speed_before / decel
+            } else {
+                f64::INFINITY
+            };
+            let t = stop_after.min(dt);
+            let speed = (speed_before - decel * t).max(0.0);
+            (0.0, speed, 0.0, 0.5 * (speed_before + speed) * t)
         } else {
-            self.current_a = 0.0;
-        }
+            let m = self.step_matrices(resistance);
+            // With the rotor held (locked, or at rest and unable to break away): first order.
+            let held = |i0: f64, decay: f64| {
+                let steady = source_v / resistance;
+                steady + (i0 - steady) * decay
+            };
+            if locked {
+                (
+                    held(current_before, m.decay),
+                    0.0,
+                    held(current_before, m.decay_half),
+                    0.0,
+                )
+            } else {
+                let i_ss = resisting / d.k_t;
+                let w_ss = (source_v - resistance * i_ss) / d.k_t;
+                let (yi, yw) = (current_before - i_ss, speed_before - w_ss);
+                let current = i_ss + m.phi[0][0] * yi + m.phi[0][1] * yw;
+                let speed = w_ss + m.phi[1][0] * yi + m.phi[1][1] * yw;
+                let mid = i_ss + m.phi_half[0][0] * yi + m.phi_half[0][1] * yw;
+                let turned = w_ss * dt + m.psi[1][0] * yi + m.psi[1][1] * yw;
+                if speed_before <= 0.0 && (speed <= 0.0 || d.k_t * current <= resisting) {
+                    // Static friction holds the shaft: it never started to turn.
+                    (
+                        held(current_before, m.decay),
+                        0.0,
+                        held(current_before, m.decay_half),
+                        0.0,
+                    )
+                } else if speed < 0.0 {
+                    // It stopped within the step (no reverse rotation).
+                    (current, 0.0, mid, turned.max(0.0))
+                } else {
+                    (current, speed, mid, turned.max(0.0))
+                }
+            }
+        };
+        let clamp_coast = |i: f64| if coasting && i < 0.0 { 0.0 } else { i };
+        self.current_a = clamp_coast(current);
+        self.mid_current_a = clamp_coast(mid_current);
+        self.motor_speed_rad_s = speed;
         let battery_current = if command.brake {
             0.0
         } else {
             duty * self.current_a
         };
         self.terminal_v = self.battery.open_circuit_v - battery_ohm * battery_current;
+        self.mid_terminal_v = if command.brake {
+            self.battery.open_circuit_v
+        } else {
+            self.battery.open_circuit_v - battery_ohm * duty * self.mid_current_a
+        };
 
-        // Needle load at the output shaft.
-        let layer = self.layer_here();
-        let feed_mm_per_rev =
-            ((self.push_n - layer.f_th_n) / layer.k_f).clamp(0.0, layer.f_max_mm_per_rev);
-        let cutting_nmm = layer.t_fr_nmm + layer.k_t * feed_mm_per_rev + self.wall_friction_nmm();
-
-        // Mechanical: Coulomb friction of motor and needle, no reverse rotation.
         let motor_torque = d.k_t * self.current_a;
-        let friction_motor_side = d.k_t * d.no_load_current_a;
-        let needle_motor_side = cutting_nmm / 1000.0 / (d.gear_ratio * d.gear_efficiency);
-        let resisting = friction_motor_side + needle_motor_side;
-        let locked = self.lock_rotor_at_s.is_some_and(|t| self.time_s >= t);
-        let speed_before = self.motor_speed_rad_s;
         if locked {
-            self.motor_speed_rad_s = 0.0;
             // A jammed needle carries whatever the motor delivers.
             self.load_torque_nmm = (motor_torque - friction_motor_side).max(0.0)
                 * d.gear_ratio
                 * d.gear_efficiency
                 * 1000.0;
         } else {
-            if speed_before <= 0.0 && motor_torque <= resisting {
-                self.motor_speed_rad_s = 0.0;
-            } else {
-                let accel = (motor_torque - resisting) / self.inertia_motor_side;
-                self.motor_speed_rad_s = (speed_before + accel * dt).max(0.0);
-            }
             self.load_torque_nmm = if self.motor_speed_rad_s > 0.0 || speed_before > 0.0 {
                 cutting_nmm
             } else {
@@ -481,25 +623,49 @@ impl Plant {
         }
 
         // Advance: feed per revolution times revolutions turned in the step.
-        let output_rev =
-            0.5 * (speed_before + self.motor_speed_rad_s) / d.gear_ratio / (2.0 * PI) * dt;
+        let output_rev = turned_rad / d.gear_ratio / (2.0 * PI);
         let rotating = self.motor_speed_rad_s > 0.0;
         let depth_before = self.depth_mm;
-        self.depth_mm += feed_mm_per_rev * output_rev;
-        self.output_revolutions += output_rev;
-
         let cortex_start = self.bone.soft_tissue.thickness_mm;
         let inner = self.inner_surface_mm();
         let fracture_depth = inner - self.bone.cap_mm;
         let far_start = inner + self.bone.medullary.thickness_mm;
+        let far_end = far_start + self.bone.far_cortex.thickness_mm;
+        let mut advance = feed_mm_per_rev * output_rev;
+        let mut split = None;
+        // A layer boundary crossed within the step: the turns before it feed at the old
+        // layer's rate, the rest at the new one's (else the step would carry the soft tissue's
+        // feed a step's worth into the cortex, an error of the order of the step).
+        let boundary = [cortex_start, fracture_depth, far_start, far_end]
+            .into_iter()
+            .find(|&b| depth_before < b && b <= depth_before + advance);
+        if let (Some(b), true) = (boundary, feed_mm_per_rev > 0.0) {
+            let turns_to_boundary = (b - depth_before) / feed_mm_per_rev;
+            self.depth_mm = b;
+            let fractured = self.cap_fractured;
+            // Past a fracture depth the cap has broken (the check below records it).
+            self.cap_fractured = fractured || b == fracture_depth;
+            let next = self.layer_past_boundary();
+            self.cap_fractured = fractured;
+            let next_feed =
+                ((self.push_n - next.f_th_n) / next.k_f).clamp(0.0, next.f_max_mm_per_rev);
+            advance = (b - depth_before) + next_feed * (output_rev - turns_to_boundary).max(0.0);
+            if output_rev > 0.0 {
+                split = Some((b, turns_to_boundary / output_rev));
+            }
+        }
+        self.depth_mm = depth_before + advance;
+        self.output_revolutions += output_rev;
+
         let punch_through_n = self.bone.punch_through_n;
         let (time_s, depth_after) = (self.time_s, self.depth_mm);
         let crossing = |boundary: f64| {
             let span = depth_after - depth_before;
-            let fraction = if span > 0.0 {
-                (boundary - depth_before) / span
-            } else {
-                0.0
+            let fraction = match split {
+                // The split boundary: reached after that fraction of the step's turns.
+                Some((b, turns)) if b == boundary => turns,
+                _ if span > 0.0 => (boundary - depth_before) / span,
+                _ => 0.0,
             };
             time_s + fraction.clamp(0.0, 1.0) * dt
         };
@@ -528,21 +694,36 @@ impl Plant {
         self.time_s = t_next;
     }
 
-    /// One current ADC sample as the firmware sees it: raw 12-bit counts.
+    /// One current ADC sample as the firmware sees it, taken now: raw 12-bit counts.
     pub fn sample_current_counts(&mut self) -> u16 {
+        self.current_counts(self.current_a)
+    }
+
+    /// One current ADC sample taken at the middle of the last step (the sim rig steps one PWM
+    /// period at a time and the board samples mid-period).
+    pub fn sample_current_counts_mid_step(&mut self) -> u16 {
+        self.current_counts(self.mid_current_a)
+    }
+
+    fn current_counts(&mut self, current_a: f64) -> u16 {
         let s = self.sensor;
         let noise = if s.noise_a_rms > 0.0 {
             s.noise_a_rms * self.rng.normal()
         } else {
             0.0
         };
-        let reading = self.current_a * (1.0 + s.gain_error) + s.offset_a + noise;
+        let reading = current_a * (1.0 + s.gain_error) + s.offset_a + noise;
         quantize(reading, CURRENT_ADC_FULL_SCALE_A)
     }
 
-    /// One battery voltage sample as the firmware sees it: raw 12-bit counts.
+    /// One battery voltage sample as the firmware sees it, taken now: raw 12-bit counts.
     pub fn sample_voltage_counts(&self) -> u16 {
         quantize(self.terminal_v, VOLTAGE_ADC_FULL_SCALE_V)
+    }
+
+    /// One battery voltage sample taken at the middle of the last step.
+    pub fn sample_voltage_counts_mid_step(&self) -> u16 {
+        quantize(self.mid_terminal_v, VOLTAGE_ADC_FULL_SCALE_V)
     }
 }
 

@@ -5,7 +5,7 @@ use driver_core::{sensing, Config, Controller, Inputs, TICK_HZ};
 
 use super::record::TickRecorder;
 use super::{trial_seed, Rig, RigError, RigIdentity};
-use crate::plant::{DriveCommand, Plant, ADC_SAMPLE_PERIOD_S, DEFAULT_STEP_S};
+use crate::plant::{DriveCommand, Plant, ADC_SAMPLE_PERIOD_S, SIM_STEP_S};
 use crate::scenario::Scenario;
 use crate::trace::{FirmwareIdentity, Trace, TRACE_FORMAT_VERSION};
 
@@ -24,7 +24,7 @@ impl Default for SimRig {
     fn default() -> Self {
         SimRig {
             config: Config::DEFAULT,
-            step_s: DEFAULT_STEP_S,
+            step_s: SIM_STEP_S,
         }
     }
 }
@@ -78,8 +78,14 @@ impl Rig for SimRig {
         }
         let steps_per_tick = steps_per_tick as u64;
         let steps_per_adc = steps_per_adc as u64;
-        // The board samples at mid-PWM-period (TIM1 CH4 compare at half the period).
-        let adc_phase = steps_per_adc / 2;
+        // The board samples at mid-PWM-period (TIM1 CH4 compare at half the period): at the end
+        // of step n/2 of the period when it has an even number n of steps, else in the middle
+        // of step (n+1)/2 (one step per period: in its middle).
+        let (adc_step, mid_step) = if steps_per_adc.is_multiple_of(2) {
+            (steps_per_adc / 2, false)
+        } else {
+            (steps_per_adc.div_ceil(2) % steps_per_adc, true)
+        };
         let seed = trial_seed(scenario.seed, trial);
         let mut plant = Plant::new(scenario, seed, self.step_s);
         let mut controller = Controller::new(self.config);
@@ -94,9 +100,17 @@ impl Rig for SimRig {
             for step in 1..=steps_per_tick {
                 plant.step(command);
                 true_current_sum += plant.current_a();
-                if step % steps_per_adc == adc_phase {
-                    current_sum += u32::from(plant.sample_current_counts());
-                    voltage_sum += u32::from(plant.sample_voltage_counts());
+                if step % steps_per_adc == adc_step {
+                    let (current, voltage) = if mid_step {
+                        (
+                            plant.sample_current_counts_mid_step(),
+                            plant.sample_voltage_counts_mid_step(),
+                        )
+                    } else {
+                        (plant.sample_current_counts(), plant.sample_voltage_counts())
+                    };
+                    current_sum += u32::from(current);
+                    voltage_sum += u32::from(voltage);
                     adc_samples += 1;
                 }
             }

@@ -137,7 +137,8 @@ enum Command {
     /// Exit codes: 0 printed (with --check: every target met), 1 with --check a target missed,
     /// 2 a benchmark could not run (e.g. no ELF for `emu`).
     Bench {
-        /// Only these benchmarks (`sim`, `emu`); default all.
+        /// Only these benchmarks (`sim`, `emu`, `fuzz`, `fuzzmem`, `report`, `decode`, `link`);
+        /// default all.
         #[arg(long)]
         only: Vec<String>,
         /// Board firmware ELF for the `emu` benchmark.
@@ -313,8 +314,11 @@ fn main() -> ExitCode {
         Command::Verify { run_dir } => verify(&run_dir),
         Command::Bench { only, elf, check } => {
             for name in &only {
-                if !["sim", "emu"].contains(&name.as_str()) {
-                    eprintln!("error: unknown benchmark `{name}` (available: sim, emu)");
+                if !iohil::bench::BENCHMARKS.contains(&name.as_str()) {
+                    eprintln!(
+                        "error: unknown benchmark `{name}` (available: {})",
+                        iohil::bench::BENCHMARKS.join(", ")
+                    );
                     return ExitCode::from(2);
                 }
             }
@@ -638,7 +642,13 @@ fn fuzz(options: FuzzOptions) -> i32 {
         .evidence
         .run_id
         .unwrap_or_else(iohil::run::new_run_id);
-    report_fuzz(&results, &options.evidence.reports, &run_id)
+    let code = report_fuzz(&results, &options.evidence.reports, &run_id);
+    if std::env::var_os(iohil::bench::PEAK_RSS_ENV).is_some() {
+        if let Some(kib) = iohil::bench::peak_rss_kib() {
+            eprintln!("peak_rss_kib={kib}");
+        }
+    }
+    code
 }
 
 /// Prints a campaign, writes its evidence, and returns the exit code.

@@ -100,7 +100,7 @@ fn main() -> ! {
     }
     let channels = rtt_init! {
         up: {
-            0: { size: 2048, mode: rtt_target::ChannelMode::NoBlockSkip, name: "telemetry" }
+            0: { size: 8192, mode: rtt_target::ChannelMode::NoBlockSkip, name: "telemetry" }
             1: { size: 1024, mode: rtt_target::ChannelMode::NoBlockSkip, name: "log" }
         }
     };

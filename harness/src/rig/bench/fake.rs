@@ -4,7 +4,7 @@
 //! firmware wraps it (trigger held through a reset ignored until released, the ADC sums of the
 //! tick converted with the board's own [`driver_core::sensing`], the board's fault bits), and
 //! writes the real telemetry frames ([`driver_core::telemetry::encode`]) into a bounded buffer
-//! that behaves like the board's RTT channel (2048 bytes, frames that do not fit are dropped and
+//! that behaves like the board's RTT channel (8 KiB, frames that do not fit are dropped and
 //! their sequence numbers skipped). Its pins are the [`super::wires`] to a virtual load
 //! controller. Faults can be injected: a HardFault (fault record and frame, core halted), a
 //! lock-up, and the probe's loss.
@@ -29,7 +29,7 @@ use super::target::{CoreState, FlashProgress, Target, TargetError, TargetPoll};
 use super::wires::{self, Msg};
 
 /// Size of the board's telemetry RTT channel, bytes.
-pub const RTT_TELEMETRY_SIZE: usize = 2048;
+pub const RTT_TELEMETRY_SIZE: usize = 8192;
 
 /// A made-up program counter for an injected HardFault (in the board's flash).
 pub const INJECTED_FAULT_PC: u32 = 0x0800_1F2C;

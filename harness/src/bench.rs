@@ -150,11 +150,16 @@ pub fn run(repo_root: &Path, elf: &Path, only: &[String]) -> Result<Vec<BenchRes
     if wanted("link") {
         results.push(load_link(2.0)?);
     }
+    if wanted("reject") {
+        results.push(bad_input_rejection(repo_root)?);
+    }
     Ok(results)
 }
 
 /// Benchmark names `--only` accepts.
-pub const BENCHMARKS: &[&str] = &["sim", "emu", "fuzz", "fuzzmem", "report", "decode", "link"];
+pub const BENCHMARKS: &[&str] = &[
+    "sim", "emu", "fuzz", "fuzzmem", "report", "decode", "link", "reject",
+];
 
 /// Peak resident memory of this process so far, KiB (Linux `VmHWM`), if the system says.
 pub fn peak_rss_kib() -> Option<u64> {
@@ -405,6 +410,67 @@ fn load_link(seconds: f64) -> Result<BenchResult, String> {
             unit: "/s",
             lower_is_better: false,
         })
+    })
+}
+
+/// The slowest refusal of a bad input: every file of `harness/tests/corpus/bad`, a 50 MB file
+/// and 100 000 levels of nesting, each loaded in a scratch suite and refused.
+fn bad_input_rejection(repo_root: &Path) -> Result<BenchResult, String> {
+    let dir = std::env::temp_dir().join(format!("iohil-bench-reject-{}", std::process::id()));
+    let result = (|| {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for f in [
+            crate::scenario::REQUIREMENTS_FILE,
+            crate::scenario::PROFILES_FILE,
+        ] {
+            std::fs::copy(repo_root.join("scenarios").join(f), dir.join(f))
+                .map_err(|e| e.to_string())?;
+        }
+        let corpus = repo_root.join("harness/tests/corpus/bad");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let to = dir.join(entry.file_name());
+            std::fs::copy(entry.path(), &to).map_err(|e| e.to_string())?;
+            files.push(to);
+        }
+        let big = dir.join("big.yaml");
+        let line = "- padding: 0123456789012345678901234567890123456789\n";
+        std::fs::write(&big, line.repeat(50 * 1024 * 1024 / line.len() + 1))
+            .map_err(|e| e.to_string())?;
+        files.push(big);
+        let deep = dir.join("deep.yaml");
+        std::fs::write(&deep, format!("bone: {}\n", "[".repeat(100_000)))
+            .map_err(|e| e.to_string())?;
+        files.push(deep);
+        let mut slowest = (0.0f64, String::new());
+        for file in &files {
+            let start = Instant::now();
+            let refused = load_suite(std::slice::from_ref(file)).is_err();
+            let seconds = start.elapsed().as_secs_f64();
+            if !refused {
+                return Err(format!("{} was accepted", file.display()));
+            }
+            if seconds > slowest.0 {
+                slowest = (
+                    seconds,
+                    file.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Ok((slowest, files.len()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let ((seconds, name), n) = result?;
+    Ok(BenchResult {
+        name: "reject",
+        what: format!("slowest refusal of {n} bad inputs (corpus, 50 MB, deep nesting): {name}"),
+        measured: seconds,
+        target: 1.0,
+        unit: "s",
+        lower_is_better: true,
     })
 }
 

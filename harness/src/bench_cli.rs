@@ -329,3 +329,156 @@ fn loadsim_inner(args: LoadsimArgs) -> Result<i32, String> {
     let _ = std::fs::remove_file(&wires);
     Ok(code)
 }
+
+/// `iohil soak` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoakArgs {
+    /// Rig description (e.g. the one `iohil loadsim` writes).
+    #[arg(long)]
+    rig_file: PathBuf,
+    /// How long to soak (e.g. 90s, 30m, 8h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Scenarios to cycle through.
+    #[arg(long, default_value = "scenarios/reference")]
+    scenarios: PathBuf,
+    /// Directory that receives soak-<time>.csv (one row per trial, written as it goes).
+    #[arg(long, default_value = "reports")]
+    reports: PathBuf,
+    /// Memory growth (resident set, after the first 10 trials) above which the soak fails, MB.
+    #[arg(long, default_value_t = 16.0)]
+    max_growth_mb: f64,
+    /// Run on a load whose calibration has expired.
+    #[arg(long)]
+    allow_expired_calibration: bool,
+}
+
+/// Resident memory of this process now, KiB (Linux `VmRSS`).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Losses a trial's evidence records: lost or skipped telemetry frames, load samples that
+/// could not be read back.
+fn losses(anomalies: &[String]) -> usize {
+    anomalies
+        .iter()
+        .filter(|a| {
+            a.contains("lost")
+                || a.contains("skipped")
+                || a.contains("could not be read back")
+                || a.contains("arrived where")
+        })
+        .count()
+}
+
+/// `iohil soak`.
+pub fn soak(args: SoakArgs) -> i32 {
+    use iohil::rig::Rig;
+    let suite = match iohil::scenario::load::load_suite(std::slice::from_ref(&args.scenarios)) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::report_diagnostic(&e);
+            return EXIT_USAGE;
+        }
+    };
+    let mut bench = match setup(&args.rig_file, args.allow_expired_calibration, true) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.reports) {
+        eprintln!("error: cannot create {}: {e}", args.reports.display());
+        return EXIT_USAGE;
+    }
+    let stamp = iohil::run::new_run_id();
+    let csv_path = args.reports.join(format!("soak-{stamp}.csv"));
+    let mut csv = match std::fs::File::create(&csv_path) {
+        Ok(f) => std::io::BufWriter::new(f),
+        Err(e) => {
+            eprintln!("error: cannot create {}: {e}", csv_path.display());
+            return EXIT_USAGE;
+        }
+    };
+    let header = "elapsed_s,trial,scenario,verdict_anomalies,losses,firmware_faults,rss_kib";
+    let _ = writeln!(csv, "{header}");
+    println!(
+        "iohil soak: {} on rig {} for {}, rows in {}",
+        args.scenarios.display(),
+        bench.rig.identity().id,
+        humantime::format_duration(args.duration),
+        csv_path.display()
+    );
+    let start = std::time::Instant::now();
+    let (mut trials, mut lost, mut anomalous, mut faulted) = (0u64, 0usize, 0u64, 0u64);
+    let mut baseline_rss: Option<u64> = None;
+    let mut peak_rss = 0u64;
+    let mut aborted = None;
+    'soak: loop {
+        for scenario in &suite.scenarios {
+            if start.elapsed() >= args.duration {
+                break 'soak;
+            }
+            let (anomalies, faults) = match bench.rig.run_trial(scenario, 0) {
+                Ok(trace) => (trace.anomalies, trace.firmware_faults.len()),
+                Err(e) => (vec![e.to_string()], 0),
+            };
+            trials += 1;
+            let trial_losses = losses(&anomalies);
+            lost += trial_losses;
+            anomalous += u64::from(!anomalies.is_empty());
+            faulted += u64::from(faults > 0);
+            let rss = rss_kib().unwrap_or(0);
+            peak_rss = peak_rss.max(rss);
+            if trials == 10 {
+                baseline_rss = Some(rss);
+            }
+            let _ = writeln!(
+                csv,
+                "{:.1},{trials},{},{},{trial_losses},{faults},{rss}",
+                start.elapsed().as_secs_f64(),
+                scenario.id,
+                anomalies.len()
+            );
+            let _ = csv.flush();
+            if trials.is_power_of_two() || trials % 100 == 0 {
+                println!(
+                    "{:>8.0} s  trial {trials:>6}  rss {:>7.1} MB  lost {lost}  anomalous trials {anomalous}",
+                    start.elapsed().as_secs_f64(),
+                    rss as f64 / 1024.0
+                );
+            }
+            if let Some(reason) = bench.rig.aborted() {
+                aborted = Some(reason);
+                break 'soak;
+            }
+        }
+    }
+    let final_rss = rss_kib().unwrap_or(0);
+    let growth_mb = baseline_rss.map(|b| (final_rss.saturating_sub(b)) as f64 / 1024.0);
+    println!(
+        "soak: {trials} trials in {:.0} s; lost samples/frames: {lost}; anomalous trials: {anomalous}; firmware faults: {faulted}; resident memory {:.1} MB (peak {:.1} MB{})",
+        start.elapsed().as_secs_f64(),
+        final_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        growth_mb.map_or_else(
+            || ", too few trials to judge growth".to_owned(),
+            |g| format!(", {g:+.1} MB since trial 10")
+        )
+    );
+    if let Some(reason) = aborted {
+        eprintln!("SOAK ABORTED: {reason}; the rig was put in its safe state");
+        return 1;
+    }
+    let flat = growth_mb.is_none_or(|g| g <= args.max_growth_mb);
+    if lost == 0 && anomalous == 0 && faulted == 0 && flat && trials > 0 {
+        println!("soak: PASS");
+        0
+    } else {
+        println!("soak: FAIL");
+        1
+    }
+}

@@ -950,6 +950,7 @@ pub fn write_evidence(
     reports_dir: &Path,
     run_id: &str,
 ) -> Result<PathBuf, String> {
+    crate::run::check_run_id(run_id)?;
     let path = reports_dir.join(run_id).join("fuzz.json");
     let mut bytes = serde_json::to_vec_pretty(results).map_err(|e| e.to_string())?;
     bytes.push(b'\n');

@@ -137,8 +137,8 @@ enum Command {
     /// Exit codes: 0 printed (with --check: every target met), 1 with --check a target missed,
     /// 2 a benchmark could not run (e.g. no ELF for `emu`).
     Bench {
-        /// Only these benchmarks (`sim`, `emu`, `fuzz`, `fuzzmem`, `report`, `decode`, `link`);
-        /// default all.
+        /// Only these benchmarks (`sim`, `emu`, `fuzz`, `fuzzmem`, `report`, `decode`, `link`,
+        /// `reject`); default all.
         #[arg(long)]
         only: Vec<String>,
         /// Board firmware ELF for the `emu` benchmark.
@@ -201,6 +201,11 @@ enum Command {
     /// plays profiles in real time with the plant model, and writes a rig file to try
     /// `iohil run --rig bench` without hardware.
     Loadsim(bench_cli::LoadsimArgs),
+    /// Soak a bench rig: trials back to back for a duration (e.g. 8h) against the rig file's
+    /// load (typically `iohil loadsim`), recording memory over time and every lost sample.
+    ///
+    /// Exit codes: 0 no loss, no anomaly and flat memory; 1 otherwise; 2 set-up error.
+    Soak(bench_cli::SoakArgs),
 }
 
 /// Where a command writes its evidence.
@@ -210,9 +215,13 @@ struct EvidenceArgs {
     /// `latest` link.
     #[arg(long, default_value = "reports")]
     reports: PathBuf,
-    /// Run ID (default: UTC time and a random suffix).
-    #[arg(long)]
+    /// Run ID (default: UTC time and a random suffix); a plain name, it never leaves --reports.
+    #[arg(long, value_parser = parse_run_id)]
     run_id: Option<String>,
+}
+
+fn parse_run_id(text: &str) -> Result<String, String> {
+    iohil::run::check_run_id(text).map(|()| text.to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +355,7 @@ fn main() -> ExitCode {
         } => flash(&elf, &chip, json),
         Command::Probes { json } => bench_cli::probes(json),
         Command::Loadsim(args) => bench_cli::loadsim(args),
+        Command::Soak(args) => bench_cli::soak(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }

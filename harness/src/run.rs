@@ -278,6 +278,25 @@ pub struct RunOptions {
     pub run_id: Option<String>,
 }
 
+/// Checks a run ID given by the user: it names a directory inside the reports directory, so it
+/// is 1 to 100 characters of `A-Z a-z 0-9 . _ -` starting with a letter or digit (no `/`, no
+/// `..`, not absolute).
+pub fn check_run_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "run ID {id:?} is not a plain name: use 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        ))
+    }
+}
+
 /// A new run ID: `YYYYMMDDTHHMMSSZ-xxxx`.
 pub fn new_run_id() -> String {
     let now = std::time::SystemTime::now();
@@ -342,6 +361,10 @@ pub fn run_suite(
     mut on_trial: impl FnMut(&ScenarioResult, &TrialResult),
 ) -> Result<(PathBuf, RunResults), RunError> {
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    check_run_id(&run_id).map_err(|message| RunError::Format {
+        path: options.reports_dir.clone(),
+        message,
+    })?;
     let run_dir = options.reports_dir.join(&run_id);
     fs::create_dir_all(&run_dir).map_err(|e| RunError::io("create run directory", &run_dir, e))?;
     let results_path = run_dir.join(RESULTS_FILE);

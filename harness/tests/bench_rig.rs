@@ -550,3 +550,89 @@ fn corrupt_readback_is_re_requested_and_a_failed_alignment_is_inconclusive_not_l
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(!html.contains("trace unreadable"));
 }
+
+#[test]
+fn sigkill_mid_run_keeps_completed_trials_and_the_load_stops_by_its_watchdog() {
+    let Some(elf) = board_elf() else { return };
+    let load = Loadsim::start(&elf, &[]);
+    let mut run = spawn_run(&load, &[SHORT, SHORT_2, SHORT]);
+    wait_for_trials(&load, 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    // No handler runs: the process is gone mid-trial.
+    run.kill().expect("SIGKILL");
+    let _ = run.wait();
+    // The load's link watchdog (500 ms without a request) stops it by itself.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !load.printed("EMERGENCY STOP") {
+        assert!(
+            Instant::now() < deadline,
+            "the load never stopped by itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run_dir = std::fs::canonicalize(load.reports().join("latest")).unwrap();
+    let results = load.results();
+    assert!(!results.complete);
+    let recorded: Vec<_> = results.scenarios.iter().flat_map(|s| &s.trials).collect();
+    assert!(!recorded.is_empty());
+    for t in &recorded {
+        // Every recorded trial's trace is on disk with the hash results.json gives it.
+        let bytes = std::fs::read(run_dir.join(&t.trace_file)).expect("trace on disk");
+        assert_eq!(iohil::sha256_hex(&bytes), t.trace_sha256);
+    }
+    // The report can still be built, and says what is missing.
+    let out = iohil(&["report", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("INCOMPLETE RUN"),
+        "the report says the run was interrupted"
+    );
+    verify_ok(&run_dir);
+    // The killed run's lock died with it: the rig is free again.
+    let out = load.run(&[SHORT]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_short_soak_reports_memory_and_no_loss() {
+    let Some(elf) = board_elf() else { return };
+    let load = Loadsim::start(&elf, &[]);
+    let out = iohil(&[
+        "soak",
+        "--rig-file",
+        load.rig_file.to_str().unwrap(),
+        "--duration",
+        "4s",
+        "--scenarios",
+        SHORT,
+        "--reports",
+        load.reports().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("lost samples/frames: 0"), "{stdout}");
+    assert!(stdout.contains("soak: PASS"), "{stdout}");
+    let csv = std::fs::read_dir(load.reports())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "csv"))
+        .expect("soak csv");
+    let rows = std::fs::read_to_string(csv).unwrap();
+    let lines: Vec<&str> = rows.lines().collect();
+    assert!(lines.len() >= 3, "{rows}");
+    assert!(lines[0].starts_with("elapsed_s,trial,scenario"));
+    for row in &lines[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[4], "0", "losses in {row}");
+        assert!(
+            cells[6].parse::<u64>().unwrap() > 0,
+            "memory recorded in {row}"
+        );
+    }
+}

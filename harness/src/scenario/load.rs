@@ -764,9 +764,30 @@ pub fn load_suite(paths: &[PathBuf]) -> Result<Suite, LoadError> {
         files.extend(found_files);
     }
 
-    let Some((root, _, _)) = root else {
+    let Some((root, canonical_root, _)) = root else {
         return Err(LoadError::new(out));
     };
+    // Every file must really be inside the suite (a symlink or `..` must not bring in a file
+    // from elsewhere under the suite's requirements).
+    files.retain(|file| match std::fs::canonicalize(file) {
+        Ok(real) if real.starts_with(&canonical_root) => true,
+        Ok(real) => {
+            out.push(file_problem(
+                file,
+                format!(
+                    "this file resolves to `{}`, outside the suite at `{}`",
+                    real.display(),
+                    canonical_root.display()
+                ),
+                Some("scenario files must be inside the suite directory (no links out)".into()),
+            ));
+            false
+        }
+        Err(_) => true,
+    });
+    if !out.is_empty() {
+        return Err(LoadError::new(out));
+    }
 
     let requirements = match load_requirements(&root.join(REQUIREMENTS_FILE)) {
         Ok(r) => Some(r),
@@ -957,7 +978,8 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), (PathBuf, st
 }
 
 fn find_root(path: &Path, is_dir: bool) -> Option<PathBuf> {
-    let abs = std::path::absolute(path).ok()?;
+    // Canonical: `..` and symlinks resolved, so a path cannot borrow a suite it is not in.
+    let abs = std::fs::canonicalize(path).ok()?;
     let start = if is_dir { abs.as_path() } else { abs.parent()? };
     start
         .ancestors()
@@ -965,15 +987,51 @@ fn find_root(path: &Path, is_dir: bool) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// Largest input file read, bytes: a scenario is a few kilobytes; anything near this is not
+/// one, and reading it whole would only cost time and memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 fn read_doc(path: &Path) -> Result<Doc, Box<ProblemDiagnostic>> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| {
         let message = if e.kind() == std::io::ErrorKind::NotFound {
             "file does not exist".to_string()
         } else {
             format!("cannot read file: {}", lower_first(&e.to_string()))
         };
         Box::new(file_problem(path, message, None))
-    })?;
+    };
+    // Looked at before it is opened: opening a FIFO would wait for a writer for ever.
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(Box::new(file_problem(
+            path,
+            "not a regular file".into(),
+            Some("name a YAML file (not a device, a pipe or a directory)".into()),
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Box::new(file_problem(
+            path,
+            format!(
+                "file is {} bytes, more than the {MAX_FILE_BYTES}-byte limit for scenario, requirements, profile and rig files",
+                meta.len()
+            ),
+            Some("a scenario file is a few kilobytes: is this the right file?".into()),
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Box::new(file_problem(
+            path,
+            format!("file grew past the {MAX_FILE_BYTES}-byte limit while it was read"),
+            None,
+        )));
+    }
     let sha = crate::sha256_hex(&bytes);
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Doc::new(path, Arc::from(text), sha)),

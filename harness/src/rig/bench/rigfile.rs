@@ -232,8 +232,15 @@ pub fn load_rig_file(path: &Path) -> Result<RigDescription, LoadError> {
                 Some("remove it, or set probe: fake".into()),
             );
         }
-        if f.load.port.is_empty() || f.load.port.contains('\0') {
-            problem("load.port", "load.port is empty".into(), None);
+        if !f.load.port.starts_with('/')
+            || f.load.port.len() > 4096
+            || f.load.port.chars().any(char::is_control)
+        {
+            problem(
+                "load.port",
+                format!("load.port {:?} is not an absolute device path", f.load.port),
+                Some("e.g. /dev/serial/by-id/usb-..., /dev/ttyACM0, or the pty `iohil loadsim` printed".into()),
+            );
         }
         if !(1200..=12_000_000).contains(&f.load.baud) {
             problem(

@@ -227,3 +227,124 @@ fn run_ids_and_rig_files_are_validated() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// Cases per property run: 256 by default (CI); a longer run sets `IOHIL_FUZZ_CASES`, e.g.
+/// `IOHIL_FUZZ_CASES=100000 cargo test --release --test bad_inputs --test telemetry`.
+fn fuzz_cases() -> u32 {
+    std::env::var("IOHIL_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+/// One edit of a scenario's text.
+#[derive(Debug, Clone)]
+enum Edit {
+    Delete(usize, usize),
+    Insert(usize, String),
+    DuplicateLine(usize),
+    SwapLines(usize, usize),
+}
+
+fn edit_strategy() -> impl proptest::strategy::Strategy<Value = Edit> {
+    use proptest::prelude::*;
+    let token = prop_oneof![
+        Just(":".to_owned()),
+        Just("- ".to_owned()),
+        Just("&a ".to_owned()),
+        Just("*a".to_owned()),
+        Just("[".to_owned()),
+        Just("{".to_owned()),
+        Just("\t".to_owned()),
+        Just("\n  ".to_owned()),
+        Just("!!binary ".to_owned()),
+        Just("1e999".to_owned()),
+        Just("-0.0".to_owned()),
+        Just("~".to_owned()),
+        Just("<<: *a\n".to_owned()),
+        "[ -~]{0,12}".prop_map(|s| s),
+        any::<char>().prop_map(|c| c.to_string()),
+    ];
+    prop_oneof![
+        (any::<usize>(), 0usize..40).prop_map(|(at, n)| Edit::Delete(at, n)),
+        (any::<usize>(), token).prop_map(|(at, t)| Edit::Insert(at, t)),
+        any::<usize>().prop_map(Edit::DuplicateLine),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+    ]
+}
+
+fn apply(text: &str, edit: &Edit) -> String {
+    let boundary = |at: usize| {
+        let mut at = at % (text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    };
+    match edit {
+        Edit::Delete(at, n) => {
+            let a = boundary(*at);
+            let b = boundary(a.saturating_add(*n).min(text.len()));
+            format!("{}{}", &text[..a], &text[b.max(a)..])
+        }
+        Edit::Insert(at, t) => {
+            let a = boundary(*at);
+            format!("{}{t}{}", &text[..a], &text[a..])
+        }
+        Edit::DuplicateLine(i) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let i = i % lines.len().max(1);
+            let mut out: Vec<&str> = lines.clone();
+            if let Some(l) = lines.get(i) {
+                out.insert(i, l);
+            }
+            out.join("\n")
+        }
+        Edit::SwapLines(a, b) => {
+            let mut lines: Vec<&str> = text.lines().collect();
+            let n = lines.len().max(1);
+            if !lines.is_empty() {
+                lines.swap(a % n, b % n);
+            }
+            lines.join("\n")
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: fuzz_cases(),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Scenario files damaged by random edits (deleted spans, YAML tokens, tabs, aliases,
+    /// merge keys, huge numbers, duplicated and swapped lines) are loaded or refused, never a
+    /// panic, and every refusal points at a line and column of the file.
+    #[test]
+    fn damaged_scenarios_are_refused_with_a_location(
+        which in 0usize..6,
+        edits in proptest::collection::vec(edit_strategy(), 1..6),
+    ) {
+        let files = [
+            "scenarios/reference/adult-proximal-tibia.yaml",
+            "scenarios/reference/osteoporotic-tibia.yaml",
+            "scenarios/operator/adult-proximal-tibia-oscillation.yaml",
+            "scenarios/operator/adult-push-step-down.yaml",
+            "scenarios/protections/stall-locked-rotor.yaml",
+            "scenarios/sensing/osteoporotic-sensor-errors.yaml",
+        ];
+        let root = repo().join("scenarios");
+        let requirements = iohil::scenario::load::load_requirements(&root.join("requirements.yaml")).unwrap();
+        let profiles = iohil::scenario::load::load_profiles(&root.join("profiles.yaml")).unwrap();
+        let path = repo().join(files[which]);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for e in &edits {
+            text = apply(&text, e);
+        }
+        if let Err(error) = iohil::scenario::load::load_scenario_str(&path, &text, &requirements, &profiles) {
+            for p in error.problems() {
+                proptest::prop_assert!(p.line >= 1 && p.column >= 1, "{p:?} for\n{text}");
+            }
+        }
+    }
+}

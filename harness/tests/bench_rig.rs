@@ -636,3 +636,43 @@ fn a_short_soak_reports_memory_and_no_loss() {
         );
     }
 }
+
+#[test]
+fn rtt_overflow_is_inconclusive_and_load_link_noise_is_survived() {
+    let Some(elf) = board_elf() else { return };
+    // The telemetry buffer overflows at 400 ms: a frame is dropped, the sequence numbers show
+    // the gap, and the trial is INCONCLUSIVE (never a silent hole).
+    let load = Loadsim::start(&elf, &[]);
+    load.inject("  inject:\n    rtt_overflow_at_ms: 400\n");
+    let out = load.run(&[SHORT]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let t = &load.results().scenarios[0].trials[0];
+    assert!(
+        t.anomalies
+            .iter()
+            .any(|a| a.contains("telemetry frame(s) lost")),
+        "{:?}",
+        t.anomalies
+    );
+    assert!(!t.verdicts.is_empty());
+    assert!(t
+        .verdicts
+        .iter()
+        .all(|v| v.verdict == Verdict::Inconclusive));
+    verify_ok(&load.reports().join("latest"));
+
+    // Garbage bytes before a reply and a reply that never comes (request 25: a STATUS during
+    // playback) are absorbed by the client's resynchronisation and retries: the trial passes.
+    for flags in [["--garbage-before-reply", "10"], ["--drop-reply", "25"]] {
+        let load = Loadsim::start(&elf, &flags);
+        let out = load.run(&[SHORT]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+        let t = &load.results().scenarios[0].trials[0];
+        assert!(t.anomalies.is_empty(), "{flags:?}: {:?}", t.anomalies);
+    }
+}

@@ -61,6 +61,10 @@ pub struct FakeFaults {
     /// The telemetry channel's size, bytes (small values overflow it).
     #[serde(default)]
     pub rtt_bytes: Option<usize>,
+    /// The tick frame of this ms finds the telemetry buffer full (an RTT overflow: the frame
+    /// is dropped, its sequence number skipped, the next frame flags TELEMETRY_DROPPED).
+    #[serde(default)]
+    pub rtt_overflow_at_ms: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -578,7 +582,14 @@ impl FirmwareThread {
         // The fake measures no CPU time: 0 cycles, and the bench does not report them.
         let mut record = TickRecord::from_step(&inputs, &outputs, faults, 0);
         record.trigger_raw = trigger;
-        if !self.send(&mut b.seq, &Frame::Tick(record), capacity) {
+        let overflow = self.faults.rtt_overflow_at_ms == Some(b.uptime);
+        let sent = if overflow {
+            b.seq = b.seq.wrapping_add(1);
+            false
+        } else {
+            self.send(&mut b.seq, &Frame::Tick(record), capacity)
+        };
+        if !sent {
             b.pending_faults |= telemetry::fault::TELEMETRY_DROPPED;
         }
         (drive, Next::Run)

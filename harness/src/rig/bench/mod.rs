@@ -30,6 +30,7 @@ pub mod wires;
 pub mod world;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ use driver_core::{Inputs, Outputs, State, StopReason};
 
 use self::align::{align, edges, Alignment};
 use self::rigfile::{calibration_expired, today_utc, RigDescription};
-use self::target::{CoreState, FlashProgress, Target, TargetError};
+use self::target::{CoreState, FlashProgress, Target, TargetError, TargetPoll};
 use self::world::ProfileTables;
 use super::record::{TickRecorder, TruthSample, SETTLE_AFTER_STOP_S};
 use super::{trial_seed, Rig, RigError, RigIdentity};
@@ -596,87 +597,123 @@ impl BenchRig {
             .release_s
             .unwrap_or(scenario.operator.press_s)
             .max(scenario.operator.press_s);
-        let ending = loop {
-            if let Some(reason) = self.abort.reason() {
-                break Ending::Abort(reason);
-            }
-            let poll = match self.target.poll() {
-                Ok(p) => p,
-                Err(e) => break Ending::Abort(format!("probe: {e}")),
+        // RTT is read on its own thread for the whole playback, so that a slow load request
+        // (a reply retried after its timeout) never leaves the board's buffer undrained.
+        let stop_polling = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel::<Result<TargetPoll, TargetError>>();
+        let target = &mut self.target;
+        let (runtime, link, abort, elf_id) =
+            (&self.runtime, &mut self.link, &self.abort, self.elf_id);
+        let ending = std::thread::scope(|scope| {
+            let stop = &stop_polling;
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let polled = target.poll();
+                    let failed = polled.is_err();
+                    if tx.send(polled).is_err() || failed {
+                        break;
+                    }
+                    std::thread::sleep(POLL_PERIOD);
+                }
+            });
+            let ending = 'play: loop {
+                if let Some(reason) = abort.reason() {
+                    break Ending::Abort(reason);
+                }
+                let mut core_fault = None;
+                for polled in rx.try_iter() {
+                    match polled {
+                        Ok(poll) => {
+                            tm.push(&poll.telemetry, &poll.log, &elf_id);
+                            if poll.fault.is_some() {
+                                core_fault = poll.fault;
+                            }
+                        }
+                        Err(e) => break 'play Ending::Abort(format!("probe: {e}")),
+                    }
+                }
+                if tm.ticks.len() > last_tick_at.0 {
+                    last_tick_at = (tm.ticks.len(), Instant::now());
+                } else if last_tick_at.1.elapsed() > TELEMETRY_SILENCE && core_fault.is_none() {
+                    break Ending::Abort(format!(
+                        "the board sent no telemetry tick for {} ms although its core runs (hung firmware or a stalled RTT link)",
+                        TELEMETRY_SILENCE.as_millis()
+                    ));
+                }
+                if let Some((_, record)) = tm.fault_frames.get(faults_before) {
+                    break Ending::FirmwareFault(format!(
+                        "the firmware reported a fault: {}",
+                        describe_fault(record)
+                    ));
+                }
+                if tm.restarts > restarts_before {
+                    break Ending::FirmwareFault("the board restarted during the trial".to_owned());
+                }
+                if let Some(fault) = core_fault {
+                    break Ending::FirmwareFault(match fault {
+                        CoreState::LockedUp => "the core locked up".to_owned(),
+                        CoreState::Halted { pc, reason } => {
+                            format!("the core halted at pc {pc:#010x}: {reason}")
+                        }
+                        CoreState::Running => "the core stopped".to_owned(),
+                    });
+                }
+                let now = Instant::now();
+                if now >= next_status {
+                    next_status = now + STATUS_PERIOD;
+                    match runtime.block_on(link.status()) {
+                        Ok(status) => {
+                            if status.speed_rpm.abs() < SETTLED_SPEED_RPM {
+                                at_rest_since.get_or_insert(now);
+                            } else {
+                                at_rest_since = None;
+                            }
+                            match status.state {
+                                LoadState::Running => {}
+                                LoadState::Done => break Ending::Completed,
+                                LoadState::EStop | LoadState::Fault => {
+                                    break Ending::Abort(format!(
+                                        "load fault: state {}, {}",
+                                        status.state,
+                                        status
+                                            .fault
+                                            .unwrap_or_else(|| "no reason given".to_owned())
+                                    ))
+                                }
+                                other => {
+                                    break Ending::Abort(format!(
+                                        "the load left playback unasked (state {other})"
+                                    ))
+                                }
+                            }
+                        }
+                        Err(e) => break Ending::Abort(format!("load link lost (STATUS): {e}")),
+                    }
+                    let at_rest = at_rest_since.is_some_and(|t| {
+                        now.duration_since(t).as_secs_f64() >= SETTLE_AFTER_STOP_S
+                    });
+                    let operator_done =
+                        started.elapsed().as_secs_f64() > last_change_s + SETTLE_AFTER_STOP_S;
+                    if at_rest && operator_done && settled(&tm.ticks, tm.ticks_before_start) {
+                        break Ending::Completed;
+                    }
+                }
+                if now > deadline {
+                    break Ending::Abort(format!(
+                        "timeout: the trial ran {:.1} s past its {} s duration",
+                        TRIAL_TIMEOUT_MARGIN.as_secs_f64(),
+                        scenario.duration_s
+                    ));
+                }
+                std::thread::sleep(POLL_PERIOD);
             };
+            stop_polling.store(true, Ordering::Relaxed);
+            ending
+        });
+        // What the poller read after the loop's last look.
+        for poll in rx.try_iter().flatten() {
             tm.push(&poll.telemetry, &poll.log, &self.elf_id);
-            if tm.ticks.len() > last_tick_at.0 {
-                last_tick_at = (tm.ticks.len(), Instant::now());
-            } else if last_tick_at.1.elapsed() > TELEMETRY_SILENCE && poll.fault.is_none() {
-                break Ending::Abort(format!(
-                    "the board sent no telemetry tick for {} ms although its core runs (hung firmware or a stalled RTT link)",
-                    TELEMETRY_SILENCE.as_millis()
-                ));
-            }
-            if let Some((_, record)) = tm.fault_frames.get(faults_before) {
-                break Ending::FirmwareFault(format!(
-                    "the firmware reported a fault: {}",
-                    describe_fault(record)
-                ));
-            }
-            if tm.restarts > restarts_before {
-                break Ending::FirmwareFault("the board restarted during the trial".to_owned());
-            }
-            if let Some(fault) = poll.fault {
-                break Ending::FirmwareFault(match fault {
-                    CoreState::LockedUp => "the core locked up".to_owned(),
-                    CoreState::Halted { pc, reason } => {
-                        format!("the core halted at pc {pc:#010x}: {reason}")
-                    }
-                    CoreState::Running => "the core stopped".to_owned(),
-                });
-            }
-            let now = Instant::now();
-            if now >= next_status {
-                next_status = now + STATUS_PERIOD;
-                match self.runtime.block_on(self.link.status()) {
-                    Ok(status) => {
-                        if status.speed_rpm.abs() < SETTLED_SPEED_RPM {
-                            at_rest_since.get_or_insert(now);
-                        } else {
-                            at_rest_since = None;
-                        }
-                        match status.state {
-                            LoadState::Running => {}
-                            LoadState::Done => break Ending::Completed,
-                            LoadState::EStop | LoadState::Fault => {
-                                break Ending::Abort(format!(
-                                    "load fault: state {}, {}",
-                                    status.state,
-                                    status.fault.unwrap_or_else(|| "no reason given".to_owned())
-                                ))
-                            }
-                            other => {
-                                break Ending::Abort(format!(
-                                    "the load left playback unasked (state {other})"
-                                ))
-                            }
-                        }
-                    }
-                    Err(e) => break Ending::Abort(format!("load link lost (STATUS): {e}")),
-                }
-                let at_rest = at_rest_since
-                    .is_some_and(|t| now.duration_since(t).as_secs_f64() >= SETTLE_AFTER_STOP_S);
-                let operator_done =
-                    started.elapsed().as_secs_f64() > last_change_s + SETTLE_AFTER_STOP_S;
-                if at_rest && operator_done && settled(&tm.ticks, tm.ticks_before_start) {
-                    break Ending::Completed;
-                }
-            }
-            if now > deadline {
-                break Ending::Abort(format!(
-                    "timeout: the trial ran {:.1} s past its {} s duration",
-                    TRIAL_TIMEOUT_MARGIN.as_secs_f64(),
-                    scenario.duration_s
-                ));
-            }
-            std::thread::sleep(POLL_PERIOD);
-        };
+        }
         let mut firmware_faults = Vec::new();
         match ending {
             Ending::Abort(reason) => return Err(TrialAbort(reason)),

@@ -47,6 +47,15 @@ use crate::scenario::load::{load_scenario_str, Profiles};
 use crate::scenario::{Requirements, Scenario};
 use crate::verdict::{evaluate_trial, measure, Statistics, Verdict};
 
+/// Cases per run of the property tests that fuzz the parsers (scenario loader, telemetry
+/// decoder, load protocol): 256 by default (CI), or `IOHIL_FUZZ_CASES` for a longer run.
+pub fn property_test_cases() -> u32 {
+    std::env::var("IOHIL_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 /// Version of `fuzz.json`.
 pub const FUZZ_FORMAT_VERSION: u32 = 1;
 /// The requirements checked as properties.

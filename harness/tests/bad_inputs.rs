@@ -228,15 +228,6 @@ fn run_ids_and_rig_files_are_validated() {
     }
 }
 
-/// Cases per property run: 256 by default (CI); a longer run sets `IOHIL_FUZZ_CASES`, e.g.
-/// `IOHIL_FUZZ_CASES=100000 cargo test --release --test bad_inputs --test telemetry`.
-fn fuzz_cases() -> u32 {
-    std::env::var("IOHIL_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 /// One edit of a scenario's text.
 #[derive(Debug, Clone)]
 enum Edit {
@@ -313,7 +304,7 @@ fn apply(text: &str, edit: &Edit) -> String {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
-        cases: fuzz_cases(),
+        cases: iohil::fuzz::property_test_cases(),
         ..proptest::prelude::ProptestConfig::default()
     })]
 

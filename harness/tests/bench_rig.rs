@@ -21,6 +21,15 @@ use iohil::run::RunResults;
 use iohil::trace::Trace;
 use iohil::verdict::Verdict;
 
+/// The bench tests run in real time, two processes each: one at a time, so that a 2-core
+/// runner keeps their timing (and a failing one does not take another with it).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn board_elf() -> Option<PathBuf> {
     let path = std::env::var_os("IOHIL_BOARD_ELF")
         .map(PathBuf::from)
@@ -168,6 +177,7 @@ const SHORT_2: &str = "scenarios/reference/pediatric-proximal-tibia.yaml";
 
 #[test]
 fn reference_scenarios_on_the_virtual_bench_give_the_sim_rig_verdicts() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let sim = tempfile::tempdir().unwrap();
     let out = iohil(&[
@@ -229,6 +239,7 @@ fn reference_scenarios_on_the_virtual_bench_give_the_sim_rig_verdicts() {
 
 #[test]
 fn a_drifting_board_clock_is_aligned_and_measured() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     // The longest reference trial (about 3.8 s): two edges 0.75 ms uncertain each give the
     // rate to about +-400 ppm.
@@ -277,6 +288,7 @@ fn no_probe_exits_2_quickly_and_says_what_was_looked_for() {
 
 #[test]
 fn an_expired_calibration_is_refused_unless_overridden_and_then_inconclusive() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let load = Loadsim::start(&elf, &["--calibration-due", "2020-01-31"]);
     let out = load.run(&[SHORT]);
@@ -372,6 +384,7 @@ fn assert_aborted(load: &Loadsim, out: &Output, reason: &str, completed: usize) 
 
 #[test]
 fn sigterm_and_sigint_stop_the_rig_safely_and_keep_completed_trials() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT")] {
         let load = Loadsim::start(&elf, &[]);
@@ -402,6 +415,7 @@ fn sigterm_and_sigint_stop_the_rig_safely_and_keep_completed_trials() {
 
 #[test]
 fn a_load_fault_a_lost_link_and_a_lost_probe_end_in_the_safe_state() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     // The load faults 700 ms into the second trial's playback... of every trial: the first
     // trial (osteoporotic, about 1 s) is too long, so use the fault on the second run only.
@@ -425,6 +439,7 @@ fn a_load_fault_a_lost_link_and_a_lost_probe_end_in_the_safe_state() {
 
 #[test]
 fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let load = Loadsim::start(&elf, &[]);
     load.inject("  inject:\n    hard_fault_at_ms: 300\n");
@@ -476,6 +491,7 @@ fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
 
 #[test]
 fn a_disabled_detector_fails_sr01_on_the_bench_as_on_the_sim() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let suite = iohil::scenario::load::load_suite(&[repo().join(SHORT)]).unwrap();
     let mut sim = iohil::rig::SimRig::with_config(driver_core::Config {
@@ -508,6 +524,7 @@ fn a_disabled_detector_fails_sr01_on_the_bench_as_on_the_sim() {
 
 #[test]
 fn a_board_that_stops_answering_ends_the_run_in_the_safe_state() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let load = Loadsim::start(&elf, &[]);
     load.inject("  inject:\n    rtt_stall_at_ms: 400\n");
@@ -518,6 +535,7 @@ fn a_board_that_stops_answering_ends_the_run_in_the_safe_state() {
 
 #[test]
 fn corrupt_readback_is_re_requested_and_a_failed_alignment_is_inconclusive_not_lost() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     // Every third READ reply arrives with a bad CRC: re-requested, the evidence complete.
     let load = Loadsim::start(&elf, &["--corrupt-every-nth-read", "3"]);
@@ -553,6 +571,7 @@ fn corrupt_readback_is_re_requested_and_a_failed_alignment_is_inconclusive_not_l
 
 #[test]
 fn sigkill_mid_run_keeps_completed_trials_and_the_load_stops_by_its_watchdog() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let load = Loadsim::start(&elf, &[]);
     let mut run = spawn_run(&load, &[SHORT, SHORT_2, SHORT]);
@@ -596,6 +615,7 @@ fn sigkill_mid_run_keeps_completed_trials_and_the_load_stops_by_its_watchdog() {
 
 #[test]
 fn a_short_soak_reports_memory_and_no_loss() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     let load = Loadsim::start(&elf, &[]);
     let out = iohil(&[
@@ -639,6 +659,7 @@ fn a_short_soak_reports_memory_and_no_loss() {
 
 #[test]
 fn rtt_overflow_is_inconclusive_and_load_link_noise_is_survived() {
+    let _serial = one_at_a_time();
     let Some(elf) = board_elf() else { return };
     // The telemetry buffer overflows at 400 ms: a frame is dropped, the sequence numbers show
     // the gap, and the trial is INCONCLUSIVE (never a silent hole).

@@ -387,16 +387,8 @@ fn an_incomplete_frame_waits_for_more_bytes() {
     assert_eq!(decoder.pending_bytes(), 0);
 }
 
-/// Cases per property run: 256 by default (CI); `IOHIL_FUZZ_CASES` for a longer run.
-fn fuzz_cases() -> u32 {
-    std::env::var("IOHIL_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: fuzz_cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: iohil::fuzz::property_test_cases(), ..ProptestConfig::default() })]
 
     /// Any byte sequence decodes without a panic, and every byte is accounted for: decoded,
     /// skipped or still pending.

@@ -1550,16 +1550,8 @@ mod tests {
         assert!(checked >= 35, "{checked} transcript lines");
     }
 
-    /// Cases per property run: 256 by default (CI); `IOHIL_FUZZ_CASES` for a longer run.
-    fn fuzz_cases() -> u32 {
-        std::env::var("IOHIL_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256)
-    }
-
     proptest! {
-        #![proptest_config(ProptestConfig { cases: fuzz_cases(), ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::fuzz::property_test_cases(), ..ProptestConfig::default() })]
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {

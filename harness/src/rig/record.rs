@@ -2,7 +2,8 @@
 //! produce traces of the same shape from the same kinds of facts: the plant's ground truth at
 //! the end of the tick, and what the firmware measured, commanded and reported for it.
 
-use driver_core::{event, Inputs, Outputs, State};
+use driver_core::telemetry::TickRecord;
+use driver_core::{event, Inputs, Outputs, State, StopReason};
 
 use crate::plant::{GroundTruth, Plant};
 use crate::scenario::Scenario;
@@ -191,4 +192,31 @@ impl TickRecorder {
         self.events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
         (self.samples, self.events)
     }
+}
+
+/// The firmware's inputs and outputs of one tick as its telemetry frame reports them; an
+/// anomaly text when the frame carries a state this harness does not know.
+pub fn tick_io(record: &TickRecord) -> Result<(Inputs, Outputs), String> {
+    let Some(state) = State::from_u8(record.state) else {
+        return Err(format!(
+            "telemetry tick {} carries an unknown state {}",
+            record.tick, record.state
+        ));
+    };
+    let inputs = Inputs {
+        tick: record.tick,
+        motor_current_ma: i32::from(record.current_ma),
+        battery_mv: i32::from(record.battery_mv),
+        trigger_pressed: record.trigger_pressed,
+    };
+    let outputs = Outputs {
+        duty_permille: record.duty_permille,
+        brake: record.brake,
+        state,
+        stop_reason: StopReason::from_u8(record.stop_reason),
+        events: record.events,
+        filtered_current_ma: i32::from(record.filtered_ma),
+        baseline_ma: i32::from(record.baseline_ma),
+    };
+    Ok((inputs, outputs))
 }

@@ -35,13 +35,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driver_core::telemetry::{FaultRecord, FirmwareId, TickRecord};
-use driver_core::{Inputs, Outputs, State, StopReason};
 
 use self::align::{align, edges, Alignment};
 use self::rigfile::{calibration_expired, today_utc, RigDescription};
 use self::target::{CoreState, FlashProgress, Target, TargetError, TargetPoll};
 use self::world::ProfileTables;
-use super::record::{TickRecorder, TruthSample, SETTLE_AFTER_STOP_S};
+use super::record::{tick_io, TickRecorder, TruthSample, SETTLE_AFTER_STOP_S};
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::loadlink::client::{ClientOptions, LinkError, LoadClient};
 use crate::loadlink::protocol::{Calibration, Identity, LoadSample, LoadState, ProfileKind, Truth};
@@ -916,30 +915,12 @@ impl BenchRig {
             if t < 0.0 || t > last_load_s {
                 continue;
             }
-            let (Some(state), stop_reason) = (
-                State::from_u8(record.state),
-                StopReason::from_u8(record.stop_reason),
-            ) else {
-                anomalies.push(format!(
-                    "telemetry tick {} carries an unknown state {}",
-                    record.tick, record.state
-                ));
-                continue;
-            };
-            let inputs = Inputs {
-                tick: record.tick,
-                motor_current_ma: i32::from(record.current_ma),
-                battery_mv: i32::from(record.battery_mv),
-                trigger_pressed: record.trigger_pressed,
-            };
-            let outputs = Outputs {
-                duty_permille: record.duty_permille,
-                brake: record.brake,
-                state,
-                stop_reason,
-                events: record.events,
-                filtered_current_ma: i32::from(record.filtered_ma),
-                baseline_ma: i32::from(record.baseline_ma),
+            let (inputs, outputs) = match tick_io(record) {
+                Ok(io) => io,
+                Err(anomaly) => {
+                    anomalies.push(anomaly);
+                    continue;
+                }
             };
             recorder.record_truth(&series.at(t));
             recorder.record_firmware(t, record.trigger_raw, &inputs, &outputs);

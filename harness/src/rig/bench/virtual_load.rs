@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::world::{ProfileTables, World, WorldSample};
-use crate::loadlink::protocol::{Calibration, Identity, LoadSample, ProfileKind, Truth};
+use super::world::{ProfileTables, World};
+use crate::loadlink::protocol::{Calibration, Identity, ProfileKind, Truth};
 use crate::loadlink::server::{Playback, PlaybackPoll};
 
 /// The virtual controller's model name in `HELLO`.
@@ -51,20 +51,6 @@ impl VirtualLoad {
     /// The world (board connection, lag).
     pub fn world(&self) -> &World {
         &self.world
-    }
-}
-
-fn sample(s: &WorldSample) -> LoadSample {
-    LoadSample {
-        seq: 0,
-        t_us: s.t_us,
-        depth_mm: s.depth_mm,
-        speed_rpm: s.speed_rpm,
-        load_torque_nmm: s.load_torque_nmm,
-        push_n: s.push_n,
-        trigger: s.trigger,
-        supply_current_a: s.supply_current_a,
-        supply_v: s.supply_v,
     }
 }
 
@@ -120,7 +106,7 @@ impl Playback for VirtualLoad {
     fn poll(&mut self, _now_us: u64) -> PlaybackPoll {
         let (samples, running, fault, speed_rpm) = self.world.poll();
         PlaybackPoll {
-            samples: samples.iter().map(sample).collect(),
+            samples,
             running,
             fault,
             speed_rpm,

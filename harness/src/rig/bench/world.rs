@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::wires::{self, Msg};
+use crate::loadlink::protocol::LoadSample;
 use crate::plant::{DriveCommand, GroundTruth, Plant, DEFAULT_STEP_S};
 use crate::scenario::{Battery, Bone, Operator, Scenario, Sensor, Source};
 
@@ -114,27 +115,6 @@ impl ProfileTables {
     }
 }
 
-/// One recorded load sample (the load's own sensors; controller clock).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WorldSample {
-    /// Controller clock, us.
-    pub t_us: u64,
-    /// Needle depth, mm.
-    pub depth_mm: f64,
-    /// Output shaft speed, rpm.
-    pub speed_rpm: f64,
-    /// Load torque, N*mm.
-    pub load_torque_nmm: f64,
-    /// Operator push, N.
-    pub push_n: f64,
-    /// Trigger line.
-    pub trigger: bool,
-    /// Board supply current (the motor's), A.
-    pub supply_current_a: f64,
-    /// Board supply voltage at the battery terminals, V.
-    pub supply_v: f64,
-}
-
 /// Ground-truth instants on the controller clock.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct WorldTruth {
@@ -154,7 +134,7 @@ struct State {
     duration_steps: u64,
     steps_per_sample: u64,
     drive: DriveCommand,
-    new_samples: Vec<WorldSample>,
+    new_samples: Vec<LoadSample>,
     /// Mean current over the steps since the last recorded sample.
     current_sum: f64,
     current_steps: u64,
@@ -183,7 +163,9 @@ impl State {
         } else {
             plant.current_a()
         };
-        self.new_samples.push(WorldSample {
+        self.new_samples.push(LoadSample {
+            // The controller numbers its recording itself.
+            seq: 0,
             t_us: self.t0_us + self.plant_steps * STEP_NS / 1000,
             depth_mm: plant.depth_mm(),
             speed_rpm: plant.output_speed_rpm(),
@@ -322,7 +304,7 @@ impl World {
     }
 
     /// Samples recorded since the last call; whether playback runs; a load fault; the speed.
-    pub fn poll(&self) -> (Vec<WorldSample>, bool, Option<String>, f64) {
+    pub fn poll(&self) -> (Vec<LoadSample>, bool, Option<String>, f64) {
         let mut st = lock(&self.state);
         let samples = std::mem::take(&mut st.new_samples);
         let speed = st.plant.as_ref().map_or(0.0, Plant::output_speed_rpm);
@@ -412,7 +394,7 @@ fn accept(listener: &UnixListener, st: &Mutex<State>) -> Option<Board> {
 }
 
 fn run(state: &Mutex<State>, listener: &UnixListener, stop: &AtomicBool) {
-    let wall_origin = Instant::now();
+    let mut wall_origin = Instant::now();
     let mut board: Option<Board> = None;
     while !stop.load(Ordering::Relaxed) {
         if board.is_none() {
@@ -426,7 +408,7 @@ fn run(state: &Mutex<State>, listener: &UnixListener, stop: &AtomicBool) {
                 st.advance_to(target);
                 st.world_ns
             };
-            pace(state, wall_origin, world_ns);
+            pace(state, &mut wall_origin, world_ns);
             continue;
         };
         let start = b.tick_at(b.ticks);
@@ -448,7 +430,7 @@ fn run(state: &Mutex<State>, listener: &UnixListener, stop: &AtomicBool) {
             (st.trigger(), st.world_ns)
         };
         b.ticks += 1;
-        pace(state, wall_origin, world_ns);
+        pace(state, &mut wall_origin, world_ns);
         let tick = Msg::Tick {
             current_sum,
             voltage_sum,
@@ -486,14 +468,28 @@ fn run(state: &Mutex<State>, listener: &UnixListener, stop: &AtomicBool) {
     }
 }
 
+/// How far the world may fall behind the wall clock before it stops trying to catch up.
+pub const MAX_CATCH_UP: Duration = Duration::from_millis(20);
+
 /// Sleeps until the wall clock catches up with world time; records how far behind it fell.
-fn pace(state: &Mutex<State>, wall_origin: Instant, world_ns: u64) {
-    let due = wall_origin + Duration::from_nanos(world_ns);
+/// Further behind than [`MAX_CATCH_UP`] (an overloaded host), the world's time base moves
+/// instead: catching up would mean a burst of ticks with the state's lock held back to back,
+/// starving the protocol server, and the physics does not depend on the wall clock (the board
+/// is in lockstep with it).
+fn pace(state: &Mutex<State>, wall_origin: &mut Instant, world_ns: u64) {
+    let due = *wall_origin + Duration::from_nanos(world_ns);
     let now = Instant::now();
     if due > now {
         std::thread::sleep(due - now);
-    } else {
-        let mut st = lock(state);
-        st.max_lag = st.max_lag.max(now - due);
+        return;
     }
+    let behind = now - due;
+    {
+        let mut st = lock(state);
+        st.max_lag = st.max_lag.max(behind);
+    }
+    if behind > MAX_CATCH_UP {
+        *wall_origin += behind;
+    }
+    std::thread::yield_now();
 }

@@ -51,11 +51,10 @@ use armagnac::decoder::{
 use armagnac::instructions::{Instruction, InstructionSize};
 use armagnac::memory::RamMemory;
 use driver_core::telemetry::{decode_fault_record, FirmwareId, FAULT_RECORD_LEN};
-use driver_core::{Inputs, Outputs, State, StopReason};
 use object::{Object, ObjectSegment, ObjectSymbol};
 
 use self::stm32::*;
-use super::record::TickRecorder;
+use super::record::{tick_io, TickRecorder};
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::firmware::Identity;
 use crate::plant::{DriveCommand, Plant, DEFAULT_STEP_S};
@@ -616,30 +615,12 @@ impl TrialRun {
                             record.tick, self.updates
                         ));
                     }
-                    let (Some(state), stop_reason) = (
-                        State::from_u8(record.state),
-                        StopReason::from_u8(record.stop_reason),
-                    ) else {
-                        self.anomalies.push(format!(
-                            "telemetry tick {} carries an unknown state {}",
-                            record.tick, record.state
-                        ));
-                        continue;
-                    };
-                    let inputs = Inputs {
-                        tick: record.tick,
-                        motor_current_ma: i32::from(record.current_ma),
-                        battery_mv: i32::from(record.battery_mv),
-                        trigger_pressed: record.trigger_pressed,
-                    };
-                    let outputs = Outputs {
-                        duty_permille: record.duty_permille,
-                        brake: record.brake,
-                        state,
-                        stop_reason,
-                        events: record.events,
-                        filtered_current_ma: i32::from(record.filtered_ma),
-                        baseline_ma: i32::from(record.baseline_ma),
+                    let (inputs, outputs) = match tick_io(&record) {
+                        Ok(io) => io,
+                        Err(anomaly) => {
+                            self.anomalies.push(anomaly);
+                            continue;
+                        }
                     };
                     let trigger = plant.trigger_pressed_at(t);
                     self.recorder

@@ -212,6 +212,9 @@ pub struct LoadsimArgs {
     /// Inject: the load faults this long after a START (e.g. 800ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     load_fault_after: Option<Duration>,
+    /// Inject: playback ignores its duration and never ends by itself.
+    #[arg(long)]
+    never_end: bool,
 }
 
 /// `iohil loadsim`: a virtual load controller on a pty (or a port), its world on a wires
@@ -243,6 +246,7 @@ fn loadsim_inner(args: LoadsimArgs) -> Result<i32, String> {
     let listener = std::os::unix::net::UnixListener::bind(&wires)
         .map_err(|e| format!("cannot listen on {}: {e}", wires.display()))?;
     let world = World::spawn(listener).map_err(|e| format!("world: {e}"))?;
+    world.set_endless(args.never_end);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

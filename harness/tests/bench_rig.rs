@@ -697,3 +697,28 @@ fn rtt_overflow_is_inconclusive_and_load_link_noise_is_survived() {
         assert!(t.anomalies.is_empty(), "{flags:?}: {:?}", t.anomalies);
     }
 }
+
+#[test]
+fn a_load_that_overruns_its_duration_times_the_trial_out_into_the_safe_state() {
+    let _serial = one_at_a_time();
+    let Some(elf) = board_elf() else { return };
+    // A 1 s scenario on the adult tibia (its pop comes at about 2 s), a load that never ends
+    // its playback, and a 0.2 s margin: the trial times out while the needle still drills.
+    let suite = tempfile::tempdir().unwrap();
+    for f in ["requirements.yaml", "profiles.yaml"] {
+        std::fs::copy(repo().join("scenarios").join(f), suite.path().join(f)).unwrap();
+    }
+    let mut scenario =
+        std::fs::read_to_string(repo().join("scenarios/reference/adult-proximal-tibia.yaml"))
+            .unwrap();
+    scenario.push_str("duration_s: 1.0\n");
+    let path = suite.path().join("short-tibia.yaml");
+    std::fs::write(&path, scenario).unwrap();
+    let load = Loadsim::start(&elf, &["--never-end"]);
+    let mut rig = std::fs::read_to_string(&load.rig_file).unwrap();
+    rig.push_str("trial_timeout_margin_s: 0.2\n");
+    std::fs::write(&load.rig_file, rig).unwrap();
+    let out = load.run(&[path.to_str().unwrap()]);
+    assert_aborted(&load, &out, "timeout", 0);
+    assert!(load.printed("EMERGENCY STOP"));
+}

@@ -60,8 +60,6 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IDLE_TICKS_BEFORE_START: usize = 20;
 /// How long the rig reads on after the load's end, for the release edge.
 pub const AFTER_END: Duration = Duration::from_millis(30);
-/// A trial that runs this much past its scenario's duration is aborted.
-pub const TRIAL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// Below this the load's shaft counts as at rest, rpm (its speed sensor's noise floor).
 pub const SETTLED_SPEED_RPM: f64 = 1.0;
 /// A board that sends no tick frame for this long during playback has stopped answering.
@@ -584,10 +582,11 @@ impl BenchRig {
         // 3. The load plays the profile.
         let t0_us = self.link("START", async |l| l.start().await)?;
         let started = Instant::now();
-        let deadline =
-            started + Duration::from_secs_f64(scenario.duration_s) + TRIAL_TIMEOUT_MARGIN;
+        let deadline = started
+            + Duration::from_secs_f64(scenario.duration_s + self.desc.file.trial_timeout_margin_s);
         let mut next_status = started + STATUS_PERIOD;
         let mut at_rest_since: Option<Instant> = None;
+        let timeout_margin_s = self.desc.file.trial_timeout_margin_s;
         let mut last_tick_at = (tm.ticks.len(), started);
         let (faults_before, restarts_before) = (tm.fault_frames.len(), tm.restarts);
         // The operator's last scheduled trigger change, s from the start (the sim's rule).
@@ -700,8 +699,7 @@ impl BenchRig {
                 if now > deadline {
                     break Ending::Abort(format!(
                         "timeout: the trial ran {:.1} s past its {} s duration",
-                        TRIAL_TIMEOUT_MARGIN.as_secs_f64(),
-                        scenario.duration_s
+                        timeout_margin_s, scenario.duration_s
                     ));
                 }
                 std::thread::sleep(POLL_PERIOD);

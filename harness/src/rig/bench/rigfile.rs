@@ -39,9 +39,17 @@ pub struct RigFile {
     /// Clock alignment between the board's telemetry and the load's samples.
     #[serde(default)]
     pub clock: ClockSpec,
+    /// A trial still playing this long past its scenario's duration is aborted (the load did
+    /// not end its playback), s.
+    #[serde(default = "default_trial_timeout_margin")]
+    pub trial_timeout_margin_s: f64,
     /// The fake target (only with `probe: fake`).
     #[serde(default)]
     pub fake: Option<FakeSpec>,
+}
+
+fn default_trial_timeout_margin() -> f64 {
+    5.0
 }
 
 fn default_chip() -> String {
@@ -275,6 +283,13 @@ pub fn load_rig_file(path: &Path) -> Result<RigDescription, LoadError> {
                 "clock.max_drift_ppm",
                 format!("{} ppm is out of range", f.clock.max_drift_ppm),
                 Some("0 to 100000 ppm".into()),
+            );
+        }
+        if !(f.trial_timeout_margin_s > 0.0 && f.trial_timeout_margin_s <= 600.0) {
+            problem(
+                "trial_timeout_margin_s",
+                format!("{} s is out of range", f.trial_timeout_margin_s),
+                Some("(0, 600] s".into()),
             );
         }
         if let Some(fake) = &f.fake {

@@ -141,6 +141,8 @@ struct State {
     fault: Option<String>,
     /// Plant step of the last recorded sample.
     last_record_step: Option<u64>,
+    /// Fault injection: playback never ends by itself (a load that overruns its duration).
+    endless: bool,
     board_connected: bool,
     max_lag: Duration,
     /// World time, ns.
@@ -282,7 +284,11 @@ impl World {
         st.plant = Some(plant);
         st.running = false;
         st.plant_steps = 0;
-        st.duration_steps = u64::from(duration_ms) * 1_000_000 / STEP_NS;
+        st.duration_steps = if st.endless {
+            u64::MAX
+        } else {
+            u64::from(duration_ms) * 1_000_000 / STEP_NS
+        };
         st.steps_per_sample = (1e9 / f64::from(rate_hz) / STEP_NS as f64).round().max(1.0) as u64;
         st.new_samples.clear();
         st.fault = None;
@@ -324,6 +330,11 @@ impl World {
     /// the board's drive is the board's).
     pub fn estop(&self) {
         self.stop();
+    }
+
+    /// Fault injection: playback ignores the armed duration and never ends by itself.
+    pub fn set_endless(&self, endless: bool) {
+        lock(&self.state).endless = endless;
     }
 
     /// Ground truth so far.

@@ -31,19 +31,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn board_elf() -> Option<PathBuf> {
-    let path = std::env::var_os("IOHIL_BOARD_ELF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(iohil::firmware::DEFAULT_ELF));
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("IOHIL_REQUIRE_BOARD_ELF").as_deref() != Ok("1"),
-        "IOHIL_REQUIRE_BOARD_ELF=1 but {} is missing",
-        path.display()
-    );
-    eprintln!("skipped: no board ELF at {}", path.display());
-    None
+    common::board_elf("IOHIL_BOARD_ELF", iohil::firmware::DEFAULT_ELF)
 }
 
 /// A running `iohil loadsim`, its output collected.

@@ -19,22 +19,7 @@ use iohil::trace::{EventSource, Trace};
 use iohil::verdict::Verdict;
 
 fn elf(variable: &str, default: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(variable)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(default));
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("IOHIL_REQUIRE_BOARD_ELF").as_deref() != Ok("1"),
-        "IOHIL_REQUIRE_BOARD_ELF=1 but {} is missing",
-        path.display()
-    );
-    eprintln!(
-        "skipped: no board ELF at {} (firmware-under-test/board/build.sh)",
-        path.display()
-    );
-    None
+    common::board_elf(variable, default)
 }
 
 fn shipped_elf() -> Option<PathBuf> {

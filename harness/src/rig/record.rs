@@ -220,3 +220,35 @@ pub fn tick_io(record: &TickRecord) -> Result<(Inputs, Outputs), String> {
     };
     Ok((inputs, outputs))
 }
+
+/// The firmware's own fault bits in a tick frame (overrun, missing ADC readings, a watchdog
+/// reset, a previous fault) are firmware failures, recorded once per trial; a dropped frame is
+/// the link's (its sequence gap is reported by the decoder).
+pub fn note_board_fault_bits(record: &TickRecord, firmware_faults: &mut Vec<String>) {
+    let own = record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED;
+    if own != 0
+        && !firmware_faults
+            .iter()
+            .any(|f| f.starts_with("board fault bits"))
+    {
+        firmware_faults.push(format!(
+            "board fault bits {own:#06x} from tick {}",
+            record.tick
+        ));
+    }
+}
+
+/// A fault record, readable.
+pub fn describe_fault(f: &driver_core::telemetry::FaultRecord) -> String {
+    format!(
+        "{} at PC {:#010x} (LR {:#010x}, xPSR {:#010x}, CFSR {:#010x}, HFSR {:#010x}, tick {}, line {})",
+        f.kind.name(),
+        f.pc,
+        f.lr,
+        f.xpsr,
+        f.cfsr,
+        f.hfsr,
+        f.tick,
+        f.line
+    )
+}

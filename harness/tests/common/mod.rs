@@ -27,3 +27,25 @@ pub fn iohil(args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A board ELF for the tests that need one: `$variable`, else `default` under the repository.
+/// Missing, the test prints `skipped` and gets `None`, unless `IOHIL_REQUIRE_BOARD_ELF=1`
+/// (set by `.ci/run`, which builds the ELFs first): then a missing ELF fails the test.
+pub fn board_elf(variable: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(default));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("IOHIL_REQUIRE_BOARD_ELF").as_deref() != Ok("1"),
+        "IOHIL_REQUIRE_BOARD_ELF=1 but {} is missing",
+        path.display()
+    );
+    eprintln!(
+        "skipped: no board ELF at {} (firmware-under-test/board/build.sh)",
+        path.display()
+    );
+    None
+}

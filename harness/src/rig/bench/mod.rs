@@ -40,7 +40,9 @@ use self::align::{align, edges, Alignment};
 use self::rigfile::{calibration_expired, today_utc, RigDescription};
 use self::target::{CoreState, FlashProgress, Target, TargetError, TargetPoll};
 use self::world::ProfileTables;
-use super::record::{tick_io, TickRecorder, TruthSample, SETTLE_AFTER_STOP_S};
+use super::record::{
+    describe_fault, note_board_fault_bits, tick_io, TickRecorder, TruthSample, SETTLE_AFTER_STOP_S,
+};
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::loadlink::client::{ClientOptions, LinkError, LoadClient};
 use crate::loadlink::protocol::{Calibration, Identity, LoadSample, LoadState, ProfileKind, Truth};
@@ -306,18 +308,7 @@ impl Telemetry {
                         // Another boot's clock: the trial's trace ends at the restart.
                         continue;
                     }
-                    let own = record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED;
-                    if own != 0
-                        && !self
-                            .firmware_faults
-                            .iter()
-                            .any(|f| f.starts_with("board fault bits"))
-                    {
-                        self.firmware_faults.push(format!(
-                            "board fault bits {own:#06x} from tick {}",
-                            record.tick
-                        ));
-                    }
+                    note_board_fault_bits(&record, &mut self.firmware_faults);
                     self.ticks.push(record);
                 }
                 TelemetryEvent::Frame {
@@ -346,24 +337,6 @@ impl Telemetry {
             }
         }
     }
-}
-
-/// A fault record, readable.
-pub fn describe_fault(f: &FaultRecord) -> String {
-    format!(
-        "{} at pc {:#010x} (lr {:#010x}, cfsr {:#010x}, hfsr {:#010x}, tick {}{})",
-        f.kind.name(),
-        f.pc,
-        f.lr,
-        f.cfsr,
-        f.hfsr,
-        f.tick,
-        if f.line != 0 {
-            format!(", line {}", f.line)
-        } else {
-            String::new()
-        }
-    )
 }
 
 /// How the running phase of a trial ended.
@@ -722,17 +695,7 @@ impl BenchRig {
                     )));
                 }
                 firmware_faults.push(what);
-                match self.target.fault_record() {
-                    Ok(Some(record)) => {
-                        firmware_faults
-                            .push(format!("fault record in RAM: {}", describe_fault(&record)));
-                        if let Err(e) = self.target.clear_fault_record() {
-                            anomalies.push(format!("fault record not erased: {e}"));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => anomalies.push(format!("fault record unreadable: {e}")),
-                }
+                self.take_fault_record(&mut firmware_faults, &mut anomalies);
                 if let Err(e) = self.target.safe_state() {
                     return Err(TrialAbort(format!("board safe state after its fault: {e}")));
                 }
@@ -786,6 +749,25 @@ impl BenchRig {
         Ok(trace)
     }
 
+    /// After a firmware fault: its record from RAM into the trial's firmware faults, then
+    /// erased, so that the next boot does not report it as its own.
+    fn take_fault_record(
+        &mut self,
+        firmware_faults: &mut Vec<String>,
+        anomalies: &mut Vec<String>,
+    ) {
+        match self.target.fault_record() {
+            Ok(Some(record)) => {
+                firmware_faults.push(format!("fault record in RAM: {}", describe_fault(&record)));
+                if let Err(e) = self.target.clear_fault_record() {
+                    anomalies.push(format!("fault record not erased: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => anomalies.push(format!("fault record unreadable: {e}")),
+        }
+    }
+
     fn check_abort(&self) -> Result<(), TrialAbort> {
         match self.abort.reason() {
             Some(reason) => Err(TrialAbort(reason)),
@@ -806,16 +788,7 @@ impl BenchRig {
         firmware_faults.push(format!(
             "the core stopped before the load started: {fault:?}"
         ));
-        match self.target.fault_record() {
-            Ok(Some(record)) => {
-                firmware_faults.push(format!("fault record in RAM: {}", describe_fault(&record)));
-                if let Err(e) = self.target.clear_fault_record() {
-                    anomalies.push(format!("fault record not erased: {e}"));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => anomalies.push(format!("fault record unreadable: {e}")),
-        }
+        self.take_fault_record(&mut firmware_faults, &mut anomalies);
         self.target
             .safe_state()
             .map_err(|e| TrialAbort(format!("board safe state after its fault: {e}")))?;

@@ -54,7 +54,7 @@ use driver_core::telemetry::{decode_fault_record, FirmwareId, FAULT_RECORD_LEN};
 use object::{Object, ObjectSegment, ObjectSymbol};
 
 use self::stm32::*;
-use super::record::{tick_io, TickRecorder};
+use super::record::{describe_fault, note_board_fault_bits, tick_io, TickRecorder};
 use super::{trial_seed, Rig, RigError, RigIdentity};
 use crate::firmware::Identity;
 use crate::plant::{DriveCommand, Plant, DEFAULT_STEP_S};
@@ -626,20 +626,7 @@ impl TrialRun {
                     self.recorder
                         .record(t, plant, true_current, trigger, &inputs, &outputs);
                     self.isr_cycles.push(record.isr_cycles);
-                    // The firmware's own fault bits (overrun, missing ADC readings, a watchdog
-                    // reset, a previous fault) are firmware failures; a dropped frame is the
-                    // link's (the sequence gap is reported below).
-                    let own = record.faults & !driver_core::telemetry::fault::TELEMETRY_DROPPED;
-                    if own != 0 {
-                        let text = format!("board fault bits {own:#06x} from tick {}", record.tick);
-                        if !self
-                            .firmware_faults
-                            .iter()
-                            .any(|f| f.starts_with("board fault bits"))
-                        {
-                            self.firmware_faults.push(text);
-                        }
-                    }
+                    note_board_fault_bits(&record, &mut self.firmware_faults);
                 }
                 TelemetryEvent::Frame {
                     body: Body::Fault(fault),
@@ -691,21 +678,6 @@ impl TrialRun {
             None => false,
         }
     }
-}
-
-/// A fault record, readable.
-fn describe_fault(f: &driver_core::telemetry::FaultRecord) -> String {
-    format!(
-        "{} at PC {:#010x} (LR {:#010x}, xPSR {:#010x}, CFSR {:#010x}, HFSR {:#010x}, tick {}, line {})",
-        f.kind.name(),
-        f.pc,
-        f.lr,
-        f.xpsr,
-        f.cfsr,
-        f.hfsr,
-        f.tick,
-        f.line
-    )
 }
 
 /// The CPU clock the firmware configured: HSI16 until it switches to the PLL.

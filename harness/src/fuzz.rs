@@ -57,9 +57,13 @@ pub fn property_test_cases() -> u32 {
 }
 
 /// Version of `fuzz.json`.
-pub const FUZZ_FORMAT_VERSION: u32 = 1;
+/// Version 2 added `failure_rate`, `never_detected`, `stop_reason` and `minimal_requirements`
+/// (version 1 files still read: those fields are then empty).
+pub const FUZZ_FORMAT_VERSION: u32 = 2;
 /// The requirements checked as properties.
 pub const PROPERTIES: &[&str] = &["SR-01", "SR-02", "SR-03", "SR-04", "SR-05"];
+/// The properties whose failure lets the needle overpenetrate (hazard HZ-01).
+pub const OVERPENETRATION: &[&str] = &["SR-01", "SR-02", "SR-03", "SR-04"];
 /// Reference profiles in shrinking order (the first is the most typical).
 pub const PROFILES: &[&str] = &[
     "adult-proximal-tibia",
@@ -367,8 +371,16 @@ pub struct CaseRecord {
     pub inconclusive: Vec<String>,
     /// Whether the push varied (oscillation or step).
     pub push_variation: bool,
-    /// Detection latency, ms.
+    /// Detection latency (the firmware's breakthrough decision after t_bt), ms; `None` when
+    /// the motor was stopped by anything else or never (see `never_detected`).
     pub detection_latency_ms: Option<f64>,
+    /// Why the motor stopped first (`breakthrough`, `missed_pop`, `over_time`, ...).
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    /// For a breakthrough that was never detected, what happened instead, e.g. `never detected;
+    /// stopped by over_time at 9.90 s, 8.9 s after t_bt, 24.6 mm past the inner surface`.
+    #[serde(default)]
+    pub never_detected: Option<String>,
     /// Time to stop, ms.
     pub time_to_stop_ms: Option<f64>,
     /// Overshoot, mm.
@@ -386,8 +398,12 @@ pub struct CaseRecord {
 pub struct FuzzFailure {
     /// Case index.
     pub index: u64,
-    /// Requirements that failed on the original case.
+    /// Requirements that failed on the original case (the ones the counts count).
     pub requirements: Vec<String>,
+    /// Requirements that failed on the minimal case (shrinking keeps at least one of the
+    /// original's failing; the minimal case may fail others too).
+    #[serde(default)]
+    pub minimal_requirements: Vec<String>,
     /// The original case.
     pub original: String,
     /// The minimal case, in engineering terms.
@@ -402,6 +418,15 @@ pub struct FuzzFailure {
     pub scenario_file: Option<PathBuf>,
     /// The minimal case's parameters.
     pub case: FuzzCase,
+}
+
+impl FuzzFailure {
+    /// Whether this failure fails the campaign on its own: anything but a premature stop with
+    /// push variation, which counts against SR-05's allowed fraction instead.
+    pub fn counted(&self) -> bool {
+        let varied = self.case.oscillation.is_some() || self.case.step.is_some();
+        !(varied && self.requirements.iter().all(|r| r == "SR-05"))
+    }
 }
 
 /// Pass/fail/inconclusive counts of one property.
@@ -448,6 +473,14 @@ pub struct FuzzResults {
     /// Requirements the campaign failed: any failure of SR-01..SR-04, a premature stop at
     /// nominal push, or premature stops with push variation above SR-05's allowed fraction.
     pub failing_requirements: Vec<String>,
+    /// The per-insertion failure probability within the fuzz space: cases failing any
+    /// requirement, with its 95 % bound (zero failures: exact one-sided `1 - 0.05^(1/n)`;
+    /// otherwise the Clopper-Pearson interval).
+    #[serde(default)]
+    pub failure_rate: Option<crate::confidence::FailureRate>,
+    /// The same for overpenetration alone (HZ-01): cases failing any of SR-01..SR-04.
+    #[serde(default)]
+    pub overpenetration_rate: Option<crate::confidence::FailureRate>,
     /// Where the harness was built from.
     pub harness: crate::run::HarnessIdentity,
 }
@@ -496,6 +529,20 @@ impl FuzzResults {
             .into_iter()
             .filter_map(|(name, values)| Statistics::of(&values).map(|s| (name, s)))
             .collect();
+        let failed_cases = self.cases.iter().filter(|c| !c.failed.is_empty()).count() as u64;
+        self.failure_rate =
+            crate::confidence::FailureRate::of(failed_cases, self.cases.len() as u64);
+        let overpenetrating = self
+            .cases
+            .iter()
+            .filter(|c| {
+                c.failed
+                    .iter()
+                    .any(|f| OVERPENETRATION.contains(&f.as_str()))
+            })
+            .count() as u64;
+        self.overpenetration_rate =
+            crate::confidence::FailureRate::of(overpenetrating, self.cases.len() as u64);
         let varied: Vec<&CaseRecord> = self.cases.iter().filter(|c| c.push_variation).collect();
         self.premature_fraction_with_variation = (!varied.is_empty()).then(|| {
             varied
@@ -563,6 +610,19 @@ impl FuzzResults {
                 c.pass, c.fail, c.inconclusive
             );
         }
+        let never: Vec<&CaseRecord> = self
+            .cases
+            .iter()
+            .filter(|c| c.never_detected.is_some())
+            .collect();
+        if !never.is_empty() {
+            let _ = writeln!(
+                out,
+                "  breakthrough never detected in {} case(s) (their motor-off is not a detection \
+                 latency and is left out of the distribution below)",
+                never.len()
+            );
+        }
         for (name, s) in &self.distributions {
             let _ = writeln!(
                 out,
@@ -593,6 +653,20 @@ impl FuzzResults {
                 fraction * 100.0
             );
         }
+        if let Some(rate) = &self.overpenetration_rate {
+            let _ = writeln!(
+                out,
+                "  overpenetration (SR-01..SR-04): {}",
+                rate.describe("cases")
+            );
+        }
+        if let Some(rate) = &self.failure_rate {
+            let _ = writeln!(
+                out,
+                "  any requirement (SR-01..SR-05): {}",
+                rate.describe("cases")
+            );
+        }
         for f in &self.failures {
             let varied = f.case.oscillation.is_some() || f.case.step.is_some();
             let label = if varied && f.requirements.iter().all(|r| r == "SR-05") {
@@ -608,6 +682,13 @@ impl FuzzResults {
                 f.shrink_steps
             );
             let _ = writeln!(out, "  {}", f.minimal);
+            if !f.minimal_requirements.is_empty() && f.minimal_requirements != f.requirements {
+                let _ = writeln!(
+                    out,
+                    "  (the minimal case fails {}; the counts above count the case as drawn)",
+                    f.minimal_requirements.join(", ")
+                );
+            }
             for finding in &f.findings {
                 let _ = writeln!(out, "  {finding}");
             }
@@ -649,6 +730,15 @@ fn case_runner(seed: u64, index: u64) -> TestRunner {
         ProptestConfig::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     )
+}
+
+/// Case `index` of the campaign with `seed`, as the campaign draws it (before shrinking).
+pub fn case_at(seed: u64, index: u64) -> Result<FuzzCase, String> {
+    let mut runner = case_runner(seed, index);
+    case_strategy()
+        .new_tree(&mut runner)
+        .map(|tree| tree.current())
+        .map_err(|e| format!("case {index}: {e}"))
 }
 
 /// Trial seed of case `index` (its noise stream).
@@ -693,7 +783,9 @@ pub fn run_case(
         failed: Vec::new(),
         inconclusive: Vec::new(),
         push_variation: case.oscillation.is_some() || case.step.is_some(),
-        detection_latency_ms: m.detection_latency_ms,
+        detection_latency_ms: m.detection_latency_ms.filter(|_| m.breakthrough_decision()),
+        stop_reason: m.stop_reason.clone(),
+        never_detected: m.never_detected(),
         time_to_stop_ms: m.time_to_stop_ms,
         overshoot_mm: m.overshoot_mm,
         overshoot_rev: m.overshoot_rev,
@@ -719,10 +811,14 @@ pub fn run_case(
             }
         }
     }
+    if let (Some(text), false) = (&record.never_detected, record.failed.is_empty()) {
+        record.findings.insert(0, text.clone());
+    }
     Ok((record, scenario))
 }
 
-/// Shrinks a failing case while the same requirement keeps failing.
+/// Shrinks a failing case while every requirement it failed keeps failing (so that the minimal
+/// case shows the same failure the counts count, not a milder one).
 fn shrink(
     original: &FuzzCase,
     index: u64,
@@ -736,7 +832,7 @@ fn shrink(
         run_case(case, index, campaign.seed, campaign, rig)
             .ok()
             .map(|(record, _)| record)
-            .filter(|record| record.failed.iter().any(|f| target.contains(f)))
+            .filter(|record| target.iter().all(|t| record.failed.contains(t)))
     };
     let mut best_case = original.clone();
     let mut best_record = match fails(original, rig) {
@@ -750,6 +846,8 @@ fn shrink(
                     inconclusive: Vec::new(),
                     push_variation: false,
                     detection_latency_ms: None,
+                    stop_reason: None,
+                    never_detected: None,
                     time_to_stop_ms: None,
                     overshoot_mm: None,
                     overshoot_rev: None,
@@ -843,6 +941,7 @@ pub fn run_campaign(
                         FuzzFailure {
                             index,
                             requirements: record.failed.clone(),
+                            minimal_requirements: minimal_record.failed.clone(),
                             original: describe(&case, campaign.profiles),
                             minimal: describe(&minimal, campaign.profiles),
                             findings: minimal_record.findings.clone(),
@@ -880,6 +979,8 @@ pub fn run_campaign(
         margins: BTreeMap::new(),
         premature_fraction_with_variation: None,
         failing_requirements: Vec::new(),
+        failure_rate: None,
+        overpenetration_rate: None,
         harness: crate::run::HarnessIdentity::current(),
     };
     for (record, failure) in done {
@@ -939,10 +1040,15 @@ pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// Writes each counted failure's minimal case as a scenario file under `dir` (atomically) and
-/// records the path. Returns the files written.
+/// records the path; premature stops with push variation only when they exceed SR-05's
+/// allowance. Returns the files written.
 pub fn promote(results: &mut FuzzResults, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
+    let sr05_failed = results.failing_requirements.iter().any(|r| r == "SR-05");
     for failure in &mut results.failures {
+        if !failure.counted() && !sr05_failed {
+            continue;
+        }
         let id = format!("fuzz-s{}-c{}", results.seed, failure.index);
         let path = dir.join(format!("{id}.yaml"));
         crate::run::write_atomic(&path, failure.scenario_yaml.as_bytes())

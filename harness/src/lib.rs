@@ -8,6 +8,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod confidence;
 pub mod firmware;
 pub mod fuzz;
 pub mod loadlink;

@@ -621,6 +621,7 @@ fn fuzz(options: FuzzOptions) -> i32 {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let failures = std::sync::atomic::AtomicU64::new(0);
+    let started = std::time::Instant::now();
     let outcome = iohil::fuzz::run_campaign(&campaign, |record| {
         if !record.failed.is_empty() {
             failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -632,6 +633,7 @@ fn fuzz(options: FuzzOptions) -> i32 {
         ));
     });
     progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
     let mut results = match outcome {
         Ok(results) => results,
         Err(error) => {
@@ -639,6 +641,12 @@ fn fuzz(options: FuzzOptions) -> i32 {
             return EXIT_USAGE;
         }
     };
+    println!(
+        "ran {} cases in {elapsed:.1} s: {:.0} cases/s with --jobs {} (shrinking included)",
+        results.cases.len(),
+        results.cases.len() as f64 / elapsed.max(1e-9),
+        campaign.jobs
+    );
     if let Some(dir) = &options.promote {
         if let Err(error) = iohil::fuzz::promote(&mut results, dir) {
             eprintln!(

@@ -99,6 +99,42 @@ pub struct Measurements {
     pub control_isr_cycles_p99: Option<f64>,
 }
 
+impl Measurements {
+    /// Whether the first motor-off was the firmware's own breakthrough decision (the detector
+    /// or the missed-pop fallback), rather than a release or a protective fault.
+    pub fn breakthrough_decision(&self) -> bool {
+        matches!(
+            self.stop_reason.as_deref(),
+            Some("breakthrough" | "missed_pop")
+        )
+    }
+
+    /// For a trial whose breakthrough was never detected (motor off by another cause, or never),
+    /// what happened instead, e.g. `never detected; stopped by over_time at 9.90 s, 8.9 s after
+    /// t_bt, 24.6 mm past the inner surface`. `None` when breakthrough was detected or never
+    /// happened.
+    pub fn never_detected(&self) -> Option<String> {
+        let t_bt = self.t_bt_ms?;
+        if self.breakthrough_decision() && self.motor_off_ms.is_some_and(|off| off >= t_bt) {
+            return None;
+        }
+        if self.premature_stop || self.motor_off_ms.is_some_and(|off| off < t_bt) {
+            return None;
+        }
+        let past = self.final_depth_mm - self.inner_surface_mm;
+        Some(match (self.motor_off_ms, self.stop_reason.as_deref()) {
+            (Some(off), Some(reason)) => format!(
+                "never detected; stopped by {reason} at {:.2} s, {:.1} s after t_bt, {past:.1} mm past the inner surface",
+                off / 1000.0,
+                (off - t_bt) / 1000.0
+            ),
+            _ => format!(
+                "never detected; the motor was never stopped, {past:.1} mm past the inner surface"
+            ),
+        })
+    }
+}
+
 /// One requirement's verdict for one trial or one scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequirementVerdict {
@@ -410,10 +446,29 @@ fn evaluate_one(
             let max = limit(req, "max_latency_ms")?;
             match (m.t_bt_ms, m.detection_latency_ms) {
                 (None, _) => inconclusive(req, no_pop()),
+                (Some(_), Some(latency)) if !m.breakthrough_decision() => verdict(
+                    req,
+                    if latency <= max { Verdict::Pass } else { Verdict::Fail },
+                    Some(latency),
+                    "ms",
+                    Some(max),
+                    format!(
+                        "breakthrough never detected; motor off by {} {latency:.3} ms after t_bt ({} {max} ms)",
+                        m.stop_reason.as_deref().unwrap_or("an unknown stop"),
+                        if latency <= max { "<=" } else { ">" }
+                    ),
+                ),
                 (Some(_), Some(latency)) => at_most(req, "detection latency", latency, max, "ms"),
                 (Some(_), None) if m.premature_stop => {
                     inconclusive(req, "motor stopped before breakthrough (see SR-05)")
                 }
+                (Some(bt), None) if m.motor_off_ms.is_some_and(|off| off < bt) => inconclusive(
+                    req,
+                    format!(
+                        "not exercised: the motor was already stopped by {} before breakthrough",
+                        m.stop_reason.as_deref().unwrap_or("an unknown stop")
+                    ),
+                ),
                 (Some(_), None) => verdict(
                     req,
                     Verdict::Fail,

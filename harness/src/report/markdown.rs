@@ -97,6 +97,9 @@ pub fn render(report: &Report) -> String {
                 cell(&fuzz.failing_requirements.join(", "))
             }
         ));
+        if let Some(rate) = &fuzz.failure_rate {
+            md.push_str(&format!("{}.\n\n", cell(rate)));
+        }
     }
     if !report.anomalies.is_empty() {
         md.push_str(&format!(

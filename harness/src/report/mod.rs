@@ -260,6 +260,10 @@ pub struct FuzzSection {
     pub premature_fraction_with_variation: Option<f64>,
     /// Requirements the campaign failed.
     pub failing_requirements: Vec<String>,
+    /// The statistical statement on the per-insertion failure probability, one sentence.
+    pub failure_rate: Option<String>,
+    /// Cases whose breakthrough was never detected.
+    pub never_detected: usize,
     /// Shrunk failures.
     pub failures: Vec<FuzzFailureRow>,
 }
@@ -794,6 +798,18 @@ fn fuzz_section(fuzz: &FuzzResults) -> FuzzSection {
             .collect(),
         premature_fraction_with_variation: fuzz.premature_fraction_with_variation,
         failing_requirements: fuzz.failing_requirements.clone(),
+        failure_rate: fuzz.failure_rate.map(|r| {
+            let over = fuzz
+                .overpenetration_rate
+                .map(|o| format!("overpenetration (SR-01..SR-04): {}; ", o.describe("cases")))
+                .unwrap_or_default();
+            format!("{over}any requirement: {}", r.describe("cases"))
+        }),
+        never_detected: fuzz
+            .cases
+            .iter()
+            .filter(|c| c.never_detected.is_some())
+            .count(),
         failures: fuzz
             .failures
             .iter()

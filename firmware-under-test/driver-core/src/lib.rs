@@ -79,7 +79,9 @@
 //! in 0.39 % of the cases with push variation (SR-05 allows 2 %); in the same cases 0.1 missed
 //! 84 pops, detected 7 more than 20 ms late and stopped prematurely in 0.29 %. Margins: with
 //! half the noise factor there is still no nominal-push stop; with the drop threshold at 7 %
-//! instead of 10 %, 7 of the 10,977 nominal-push cases stop prematurely.
+//! instead of 10 %, 7 of the 10,977 nominal-push cases stop prematurely. The million-case
+//! campaign found a residual class this tuning misses (weak osteoporotic pops during a push
+//! swing: known anomaly KA-01 in the repository README, 4 in 250,000 insertions so far).
 //!
 //! Arming (SR-06): detection runs only in `Cortex`, entered when the load current has stayed
 //! [`ENGAGE_MA`] above the baseline for [`ENGAGE_TICKS`], and never before the

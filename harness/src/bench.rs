@@ -196,9 +196,10 @@ fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> 
     Ok(BenchResult {
         name: "fuzz",
         what: format!(
-            "fuzz campaign, --jobs 2, {} cases ({} failing, shrunk)",
+            "fuzz campaign, --jobs 2, {} cases ({} failing, {} shrunk)",
             results.cases.len(),
-            results.failures.len()
+            results.failures.len(),
+            results.failures.iter().filter(|f| f.counted()).count()
         ),
         measured: results.cases.len() as f64 / wall,
         target: 300.0,

@@ -5,12 +5,9 @@
 //! pass, this test says so, and the scenario moves to `scenarios/regressions/`.
 
 mod common;
-use common::repo;
+use common::{repo, run_on_sim};
 
 use driver_core::Config;
-use iohil::rig::SimRig;
-use iohil::run::{run_suite, RunOptions};
-use iohil::scenario::load::load_suite;
 use iohil::verdict::Verdict;
 
 #[test]
@@ -33,19 +30,7 @@ fn the_known_anomalies_still_fail_on_the_shipped_core() {
         files += 1;
     }
     assert!(files >= 4, "{files} known-anomaly scenarios");
-    let suite = load_suite(&[anomalies]).expect("the known anomalies are valid scenarios");
-    let reports = tempfile::tempdir().expect("tempdir");
-    let options = RunOptions {
-        reports_dir: reports.path().to_owned(),
-        run_id: Some("known-anomalies".to_owned()),
-    };
-    let (_, results) = run_suite(
-        &suite,
-        &mut SimRig::with_config(Config::DEFAULT),
-        &options,
-        |_, _| {},
-    )
-    .expect("run");
+    let results = run_on_sim(&anomalies, Config::DEFAULT);
     assert_eq!(results.scenarios.len(), files);
     for s in &results.scenarios {
         let sr01 = s

@@ -3,12 +3,10 @@
 //! them against, still fails those it missed: the harness still catches what it caught.
 
 mod common;
-use common::repo;
+use common::{repo, run_on_sim};
 
 use driver_core::Config;
-use iohil::rig::SimRig;
-use iohil::run::{run_suite, RunOptions, RunResults};
-use iohil::scenario::load::load_suite;
+use iohil::run::RunResults;
 use iohil::verdict::Verdict;
 
 /// The regression scenarios that driver-core 0.1 never detected (each reached the far cortex).
@@ -22,20 +20,7 @@ const MISSED_BY_LEGACY: &[&str] = &[
 ];
 
 fn run_regressions(config: Config) -> RunResults {
-    let suite = load_suite(&[repo().join("scenarios/regressions")]).expect("regressions load");
-    let reports = tempfile::tempdir().expect("tempdir");
-    let options = RunOptions {
-        reports_dir: reports.path().to_owned(),
-        run_id: Some("regressions".to_owned()),
-    };
-    let (_, results) = run_suite(
-        &suite,
-        &mut SimRig::with_config(config),
-        &options,
-        |_, _| {},
-    )
-    .expect("run");
-    results
+    run_on_sim(&repo().join("scenarios/regressions"), config)
 }
 
 fn verdict_of(results: &RunResults, scenario: &str, requirement: &str) -> Verdict {

@@ -49,3 +49,17 @@ pub fn board_elf(variable: &str, default: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Loads the scenarios under `dir` and runs them on the sim rig with `config`, evidence in a
+/// temporary directory.
+pub fn run_on_sim(dir: &Path, config: driver_core::Config) -> iohil::run::RunResults {
+    let suite = iohil::scenario::load::load_suite(&[dir.to_owned()]).expect("the scenarios load");
+    let reports = tempfile::tempdir().expect("tempdir");
+    let options = iohil::run::RunOptions {
+        reports_dir: reports.path().to_owned(),
+        run_id: Some("run".to_owned()),
+    };
+    let mut rig = iohil::rig::SimRig::with_config(config);
+    let (_, results) = iohil::run::run_suite(&suite, &mut rig, &options, |_, _| {}).expect("run");
+    results
+}

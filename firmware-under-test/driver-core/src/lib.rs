@@ -81,7 +81,7 @@
 //! half the noise factor there is still no nominal-push stop; with the drop threshold at 7 %
 //! instead of 10 %, 7 of the 10,977 nominal-push cases stop prematurely. The million-case
 //! campaign found a residual class this tuning misses (weak osteoporotic pops during a push
-//! swing: known anomaly KA-01 in the repository README, 4 in 250,000 insertions so far).
+//! swing: known anomaly KA-01 in the repository README, 6 in 500,000 insertions so far).
 //!
 //! Arming (SR-06): detection runs only in `Cortex`, entered when the load current has stayed
 //! [`ENGAGE_MA`] above the baseline for [`ENGAGE_TICKS`], and never before the

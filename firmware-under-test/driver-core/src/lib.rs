@@ -677,9 +677,30 @@ impl Controller {
         history.get(index).copied().unwrap_or(0)
     }
 
-    /// `fast` value `ago` ticks back (0 = this tick).
-    fn history_ago(&self, ago: u32) -> i32 {
-        Self::ago(&self.history, self.history_pos, ago)
+    /// The level of `history` between `newest` and `oldest` ticks ago: its mean, or its
+    /// largest value; `i32::MIN` for an empty window.
+    fn window_level(
+        history: &[i32; HISTORY_LEN],
+        pos: usize,
+        newest: u32,
+        oldest: u32,
+        mean: bool,
+    ) -> i32 {
+        let mut largest = i32::MIN;
+        let (mut sum, mut count) = (0i32, 0i32);
+        let mut ago = newest;
+        while ago <= oldest {
+            let past = Self::ago(history, pos, ago);
+            largest = largest.max(past);
+            sum = sum.saturating_add(past);
+            count = count.saturating_add(1);
+            ago = ago.saturating_add(1);
+        }
+        if mean {
+            sum.checked_div(count).unwrap_or(largest)
+        } else {
+            largest
+        }
     }
 
     /// Load-current estimate `ago` ticks back (0 = this tick).
@@ -806,47 +827,33 @@ impl Controller {
                 self.load_ago(0),
             ),
         };
-        let mut reference = i32::MIN;
-        let mut sum = 0i32;
-        let mut count = 0i32;
-        let mut ago = newest;
-        while ago <= oldest {
-            let past = match self.config.detector {
-                Detector::CurrentDrop => self.history_ago(ago),
-                Detector::LoadEstimate => self.load_ago(ago),
-            };
-            reference = reference.max(past);
-            sum = sum.saturating_add(past);
-            count = count.saturating_add(1);
-            ago = ago.saturating_add(1);
-        }
-        if self.config.reference_mean && self.config.detector == Detector::LoadEstimate {
-            reference = sum.checked_div(count).unwrap_or(reference);
-        }
+        let load_estimate = self.config.detector == Detector::LoadEstimate;
+        let history = if load_estimate {
+            &self.load_history
+        } else {
+            &self.history
+        };
+        let pos = self.history_pos;
+        let mean = self.config.reference_mean && load_estimate;
+        let reference = Self::window_level(history, pos, newest, oldest, mean);
         let mut expected_fall = 0;
         let mut min_drop = self.config.min_drop_ma;
         // Second signal: at a pop the shaft speeds up (the back-EMF rises); a jam or a stall
         // slows it, and the falling acceleration term must not read as a pop.
         let mut speed_rising = true;
-        if self.config.detector == Detector::LoadEstimate {
+        if load_estimate {
             let width = oldest.saturating_sub(newest).saturating_add(1);
-            let mut earlier = i32::MIN;
-            let (mut sum, mut count) = (0i32, 0i32);
-            let mut ago = newest.saturating_add(width);
-            while ago <= oldest.saturating_add(width).min(HISTORY_LAST) {
-                let past = self.load_ago(ago);
-                earlier = earlier.max(past);
-                sum = sum.saturating_add(past);
-                count = count.saturating_add(1);
-                ago = ago.saturating_add(1);
-            }
-            if self.config.reference_mean {
-                earlier = sum.checked_div(count).unwrap_or(earlier);
-            }
+            let earlier = Self::window_level(
+                history,
+                pos,
+                newest.saturating_add(width),
+                oldest.saturating_add(width).min(HISTORY_LAST),
+                mean,
+            );
             let fall_before = earlier.saturating_sub(reference).max(0);
             expected_fall = fall_before.saturating_mul(self.config.trend_percent) / 100;
             min_drop = min_drop.max(self.noise_q4.saturating_mul(self.config.noise_factor_q4) >> 8);
-            speed_rising = self.emf_q4 >= Self::ago(&self.emf_history, self.history_pos, newest);
+            speed_rising = self.emf_q4 >= Self::ago(&self.emf_history, pos, newest);
         }
         let reference_load = reference.saturating_sub(self.baseline_ma);
         let load = now.saturating_sub(self.baseline_ma);

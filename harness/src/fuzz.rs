@@ -420,12 +420,18 @@ pub struct FuzzFailure {
     pub case: FuzzCase,
 }
 
+/// Whether failing `failed` is only a premature stop with push variation (`varied`), which
+/// counts against SR-05's allowed fraction rather than failing a campaign on its own.
+fn within_sr05_allowance(failed: &[String], varied: bool) -> bool {
+    varied && failed.iter().all(|r| r == "SR-05")
+}
+
 impl FuzzFailure {
     /// Whether this failure fails the campaign on its own: anything but a premature stop with
     /// push variation, which counts against SR-05's allowed fraction instead.
     pub fn counted(&self) -> bool {
         let varied = self.case.oscillation.is_some() || self.case.step.is_some();
-        !(varied && self.requirements.iter().all(|r| r == "SR-05"))
+        !within_sr05_allowance(&self.requirements, varied)
     }
 }
 
@@ -581,6 +587,14 @@ impl FuzzResults {
         self.failing_requirements = failing;
     }
 
+    /// Cases whose breakthrough was never detected.
+    pub fn never_detected_count(&self) -> usize {
+        self.cases
+            .iter()
+            .filter(|c| c.never_detected.is_some())
+            .count()
+    }
+
     /// Whether the campaign failed any requirement.
     pub fn failed(&self) -> bool {
         !self.failing_requirements.is_empty()
@@ -610,17 +624,13 @@ impl FuzzResults {
                 c.pass, c.fail, c.inconclusive
             );
         }
-        let never: Vec<&CaseRecord> = self
-            .cases
-            .iter()
-            .filter(|c| c.never_detected.is_some())
-            .collect();
-        if !never.is_empty() {
+        let never = self.never_detected_count();
+        if never > 0 {
             let _ = writeln!(
                 out,
                 "  breakthrough never detected in {} case(s) (their motor-off is not a detection \
                  latency and is left out of the distribution below)",
-                never.len()
+                never
             );
         }
         for (name, s) in &self.distributions {
@@ -937,8 +947,7 @@ pub fn run_campaign(
                         // A premature stop with push variation counts against SR-05's allowed
                         // fraction; it is kept as drawn, not shrunk (a third of a campaign's
                         // time went into shrinking cases that fail nothing on their own).
-                        let allowed = record.push_variation && record.failed.iter().all(|f| f == "SR-05");
-                        let (minimal, minimal_record, shrink_steps) = if allowed {
+                        let (minimal, minimal_record, shrink_steps) = if within_sr05_allowance(&record.failed, record.push_variation) {
                             (case.clone(), record.clone(), 0)
                         } else {
                             shrink(&case, index, &record.failed, campaign, &mut rig)

@@ -805,11 +805,7 @@ fn fuzz_section(fuzz: &FuzzResults) -> FuzzSection {
                 .unwrap_or_default();
             format!("{over}any requirement: {}", r.describe("cases"))
         }),
-        never_detected: fuzz
-            .cases
-            .iter()
-            .filter(|c| c.never_detected.is_some())
-            .count(),
+        never_detected: fuzz.never_detected_count(),
         failures: fuzz
             .failures
             .iter()

@@ -947,15 +947,21 @@ pub fn run_campaign(
                         // A premature stop with push variation counts against SR-05's allowed
                         // fraction; it is kept as drawn, not shrunk (a third of a campaign's
                         // time went into shrinking cases that fail nothing on their own).
-                        let (minimal, minimal_record, shrink_steps) = if within_sr05_allowance(&record.failed, record.push_variation) {
+                        let allowed = within_sr05_allowance(&record.failed, record.push_variation);
+                        let (minimal, minimal_record, shrink_steps) = if allowed {
                             (case.clone(), record.clone(), 0)
                         } else {
                             shrink(&case, index, &record.failed, campaign, &mut rig)
                         };
+                        let how = if allowed {
+                            "kept as drawn (a premature stop with push variation, within SR-05's allowance)".to_owned()
+                        } else {
+                            format!("shrunk in {shrink_steps} steps")
+                        };
                         let id = format!("fuzz-s{}-c{index}", campaign.seed);
                         let title = format!("{}: {}", describe(&minimal, campaign.profiles), minimal_record.failed.join(", "));
                         let description = format!(
-                            "Found by iohil fuzz, seed {}, case {index}, shrunk in {shrink_steps} steps. {}",
+                            "Found by iohil fuzz, seed {}, case {index}, {how}. {}",
                             campaign.seed,
                             minimal_record.findings.join("; ")
                         );

@@ -281,6 +281,9 @@ pub struct FuzzFailureRow {
     pub minimal: String,
     /// The minimal case as a scenario file.
     pub scenario_yaml: String,
+    /// Whether it fails the campaign on its own (else a premature stop with push variation,
+    /// counted against SR-05's allowance).
+    pub counted: bool,
 }
 
 /// A report could not be built.
@@ -815,6 +818,7 @@ fn fuzz_section(fuzz: &FuzzResults) -> FuzzSection {
                 findings: f.findings.clone(),
                 minimal: f.minimal.clone(),
                 scenario_yaml: f.scenario_yaml.clone(),
+                counted: f.counted(),
             })
             .collect(),
     }

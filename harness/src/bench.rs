@@ -97,6 +97,7 @@ fn real_time_factor(
                 ));
             }
             simulated += trace.samples.t_s.last().copied().unwrap_or(0.0);
+            rig.recycle(trace);
         }
     }
     let wall = start.elapsed().as_secs_f64();
@@ -110,14 +111,28 @@ pub fn run(repo_root: &Path, elf: &Path, only: &[String]) -> Result<Vec<BenchRes
     if wanted("sim") {
         let mut rig = SimRig::default();
         let path = repo_root.join("scenarios/reference/adult-proximal-tibia.yaml");
-        // Warm-up, then the measured runs (50 of a 2.6 s trial: a measurement of ~0.1 s).
+        // Warm-up, then five measured runs of 200 trials of 2.6 s (about 0.1 s each); the
+        // fastest counts, the run least disturbed by whatever else the machine does.
         real_time_factor(&mut rig, &path, 1)?;
-        let (factor, simulated) = real_time_factor(&mut rig, &path, 50)?;
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            runs.push(real_time_factor(&mut rig, &path, 200)?);
+        }
+        let (factor, simulated) = runs.iter().copied().fold((0.0, 0.0), |best, run| {
+            if run.0 > best.0 {
+                run
+            } else {
+                best
+            }
+        });
+        let slowest = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
         results.push(BenchResult {
             name: "sim",
-            what: format!("sim rig, one core, adult tibia trial x 50 ({simulated:.1} s simulated)"),
+            what: format!(
+                "sim rig, one core, adult tibia trial x 200 ({simulated:.1} s simulated), fastest of 5 (slowest {slowest:.0} x)"
+            ),
             measured: factor,
-            target: 1000.0,
+            target: 5000.0,
             unit: "x",
             lower_is_better: false,
         });
@@ -136,7 +151,7 @@ pub fn run(repo_root: &Path, elf: &Path, only: &[String]) -> Result<Vec<BenchRes
         });
     }
     if wanted("fuzz") {
-        results.push(fuzz_throughput(repo_root, 600)?);
+        results.push(fuzz_throughput(repo_root, 3000)?);
     }
     if wanted("fuzzmem") {
         results.push(fuzz_memory(repo_root, 10_000)?);
@@ -202,7 +217,7 @@ fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> 
             results.failures.iter().filter(|f| f.counted()).count()
         ),
         measured: results.cases.len() as f64 / wall,
-        target: 300.0,
+        target: 2000.0,
         unit: "/s",
         lower_is_better: false,
     })

@@ -792,6 +792,7 @@ pub fn run_case(
         .map_or(0.05, |l| l.value);
     let m = measure(&trace, stopped_fraction);
     let verdicts = evaluate_trial(&trace, &m, &scenario, campaign.requirements);
+    rig.recycle(trace);
     let mut record = CaseRecord {
         index,
         failed: Vec::new(),

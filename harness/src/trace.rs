@@ -76,6 +76,57 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Empties every column, keeping its memory.
+    pub fn clear(&mut self) {
+        self.columns(|c| c.clear());
+        self.isr_cycles.clear();
+    }
+
+    /// Makes room for `ticks` more samples in every column (`isr_cycles` excepted: only the
+    /// rigs that run the board fill it). Untouched room costs address space, not memory.
+    pub fn reserve(&mut self, ticks: usize) {
+        self.columns(|c| c.reserve(ticks));
+    }
+
+    /// Applies `f` to every column but `isr_cycles`.
+    fn columns(&mut self, mut f: impl FnMut(&mut dyn Column)) {
+        let Samples {
+            t_s,
+            depth_mm,
+            speed_rpm,
+            revolutions,
+            load_torque_nmm,
+            current_a,
+            battery_v,
+            push_n,
+            trigger,
+            measured_current_ma,
+            measured_battery_mv,
+            duty_permille,
+            brake,
+            state,
+            isr_cycles: _,
+        } = self;
+        for c in [
+            t_s,
+            depth_mm,
+            speed_rpm,
+            revolutions,
+            load_torque_nmm,
+            current_a,
+            battery_v,
+            push_n,
+        ] {
+            f(c);
+        }
+        f(trigger);
+        f(brake);
+        f(measured_current_ma);
+        f(measured_battery_mv);
+        f(duty_permille);
+        f(state);
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.t_s.len()
@@ -84,6 +135,21 @@ impl Samples {
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.t_s.is_empty()
+    }
+}
+
+/// What [`Samples::columns`] does to a column, whatever its element type.
+trait Column {
+    fn clear(&mut self);
+    fn reserve(&mut self, additional: usize);
+}
+
+impl<T> Column for Vec<T> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use driver_core::Config;
+use iohil::plant::{DriveCommand, Plant, TickPlan, SIM_STEP_S};
 use iohil::rig::{Rig, RigError, RigIdentity, SimRig};
 use iohil::run::{run_suite, RunOptions, RunResults};
 use iohil::scenario::load::{load_suite, Suite};
@@ -181,6 +182,158 @@ fn same_seed_gives_identical_results_and_another_seed_does_not() {
     assert_ne!(a.samples.measured_current_ma, b.samples.measured_current_ma);
 }
 
+/// One control tick taken as an exact step against the same tick taken step by step from the
+/// same state, tick after tick through a whole drilling (soft tissue, cortex, the pop, the
+/// marrow, braking, rest): the state and the ADC sums agree to within what freezing the load
+/// per step (the step-by-step path) rather than at mid-tick (the exact path) moves them, and
+/// most ticks are exact.
+#[test]
+fn an_exact_tick_agrees_with_its_integration_steps() {
+    let suite = suite(&["reference/adult-proximal-tibia.yaml"]);
+    let scenario = &suite.scenarios[0];
+    let plan = TickPlan {
+        steps_per_tick: 20,
+        steps_per_adc: 1,
+        adc_step: 0,
+        mid_step: true,
+    };
+    let mut plant = Plant::new(scenario, 7, SIM_STEP_S);
+    let (mut exact_ticks, mut ticks) = (0, 0);
+    // Full drive from the press until 5 ms after the pop, then the brake, then the bridge off.
+    let press = scenario.operator.press_s;
+    let mut braked_at = None;
+    while plant.time_s() < 3.0 {
+        let t = plant.time_s();
+        let t_bt = plant.ground_truth().t_bt_s;
+        let command = match (t >= press, t_bt) {
+            (false, _) => DriveCommand::default(),
+            (true, Some(t_bt)) if t > t_bt + 0.005 => {
+                let at = *braked_at.get_or_insert(t);
+                DriveCommand {
+                    duty: 0.0,
+                    brake: t < at + 0.2,
+                }
+            }
+            (true, _) => DriveCommand {
+                duty: 1.0,
+                brake: false,
+            },
+        };
+        let mut stepped = plant.clone();
+        let e = plant.advance_tick(command, &plan, true);
+        let s = stepped.advance_tick(command, &plan, false);
+        assert!(!s.exact);
+        ticks += 1;
+        if e.exact {
+            exact_ticks += 1;
+        }
+        let at = format!("tick ending {:.3} s ({command:?})", plant.time_s());
+        let close = |a: f64, b: f64, tolerance: f64, what: &str| {
+            assert!((a - b).abs() <= tolerance, "{at}: {what} {a} against {b}");
+        };
+        close(plant.time_s(), stepped.time_s(), 1e-12, "time");
+        close(plant.current_a(), stepped.current_a(), 1e-4, "current A");
+        close(
+            plant.output_speed_rpm(),
+            stepped.output_speed_rpm(),
+            0.01,
+            "speed rpm",
+        );
+        close(plant.depth_mm(), stepped.depth_mm(), 1e-5, "depth mm");
+        close(
+            plant.load_torque_nmm(),
+            stepped.load_torque_nmm(),
+            0.05,
+            "load N*mm",
+        );
+        close(
+            e.mean_current_a,
+            s.mean_current_a,
+            1e-4,
+            "tick-mean current A",
+        );
+        assert_eq!(e.samples, s.samples, "{at}");
+        close(
+            f64::from(e.current_counts),
+            f64::from(s.current_counts),
+            2.0,
+            "current counts",
+        );
+        close(
+            f64::from(e.voltage_counts),
+            f64::from(s.voltage_counts),
+            2.0,
+            "voltage counts",
+        );
+        // From here on both continue from the exact state.
+    }
+    assert!(braked_at.is_some(), "the pop came within the test");
+    assert!(
+        exact_ticks * 10 >= ticks * 9,
+        "only {exact_ticks} of {ticks} ticks were exact"
+    );
+}
+
+/// Times in ms: t_bt, motor-off, stop; depths in mm: at motor-off and at the stop.
+fn stop_key(trace: &Trace, m: &Measurements) -> (f64, f64, f64, f64, f64) {
+    let t_bt = trace.truth.t_bt_s.expect("pop") * 1000.0;
+    let off = m.motor_off_ms.expect("motor off");
+    let stop = t_bt + m.time_to_stop_ms.expect("stop");
+    let depth_off = interpolate(&trace.samples.t_s, &trace.samples.depth_mm, off / 1000.0);
+    let depth_stop = trace.truth.inner_surface_mm + m.overshoot_mm.expect("overshoot");
+    (t_bt, off, stop, depth_off, depth_stop)
+}
+
+/// The exact tick step (one closed-form step per control tick where the plant is linear,
+/// `harness/src/plant/tick.rs`) against a 5 us reference that takes every integration step:
+/// it lands as close to the reference as the 50 us integration step does (t_bt within the
+/// 50 us step's own error plus 0.02 ms, and within 0.1 ms), brakes the same (braking time and
+/// travel within 0.1 ms / 0.01 mm), and every verdict is the reference's. The reference and
+/// operator scenarios cover the layer boundaries, the cap fracture, push oscillations and
+/// steps (the step's kinks) and the braking.
+#[test]
+fn the_exact_tick_step_is_as_close_to_a_fine_reference_as_the_integration_step() {
+    let suite = suite(&["reference", "operator"]);
+    let mut exact = SimRig::default();
+    assert!(
+        exact.exact_ticks,
+        "the shipped sim rig takes exact tick steps"
+    );
+    let mut stepped = SimRig::default();
+    stepped.exact_ticks = false;
+    let mut reference = SimRig::default();
+    reference.exact_ticks = false;
+    reference.step_s = 5e-6;
+    for s in &suite.scenarios {
+        let (trace_e, e, verdicts_e) = trial(&mut exact, &suite, s, 0);
+        let (trace_s, st, _) = trial(&mut stepped, &suite, s, 0);
+        let (trace_r, r, verdicts_r) = trial(&mut reference, &suite, s, 0);
+        let (bt_e, off_e, stop_e, doff_e, dstop_e) = stop_key(&trace_e, &e);
+        let (bt_s, ..) = stop_key(&trace_s, &st);
+        let (bt_r, off_r, stop_r, doff_r, dstop_r) = stop_key(&trace_r, &r);
+        println!(
+            "{}: t_bt exact {bt_e:.4} / 50 us {bt_s:.4} / 5 us {bt_r:.4} ms",
+            s.id
+        );
+        let (error_e, error_s) = ((bt_e - bt_r).abs(), (bt_s - bt_r).abs());
+        assert!(
+            error_e <= error_s + 0.02 && error_e < 0.1,
+            "{}: t_bt {error_e} ms from the reference (the 50 us step: {error_s} ms)",
+            s.id
+        );
+        let braking = ((stop_e - off_e) - (stop_r - off_r)).abs();
+        assert!(braking < 0.1, "{}: braking time moved {braking} ms", s.id);
+        let travel = ((dstop_e - doff_e) - (dstop_r - doff_r)).abs();
+        assert!(travel < 0.01, "{}: braking travel moved {travel} mm", s.id);
+        let verdicts = |v: &[RequirementVerdict]| -> Vec<(String, Verdict)> {
+            v.iter()
+                .map(|v| (v.requirement.clone(), v.verdict))
+                .collect()
+        };
+        assert_eq!(verdicts(&verdicts_e), verdicts(&verdicts_r), "{}", s.id);
+    }
+}
+
 /// The plant's integration step is converged: halving it moves the breakthrough instant, the
 /// stop and the overshoot by less than 0.1 ms / 0.01 mm. The firmware samples on a 1 ms tick,
 /// so a t_bt that moves by microseconds across a tick boundary moves its motor-off command by
@@ -191,25 +344,14 @@ fn same_seed_gives_identical_results_and_another_seed_does_not() {
 fn halving_the_integration_step_moves_results_less_than_the_resolution() {
     let suite = suite(&["reference"]);
     let mut coarse = SimRig::default();
-    let mut fine = SimRig {
-        step_s: coarse.step_s / 2.0,
-        ..SimRig::default()
-    };
+    let mut fine = SimRig::default();
+    fine.step_s = coarse.step_s / 2.0;
     let mut same_tick = 0;
     for s in &suite.scenarios {
         let (trace_c, c, _) = trial(&mut coarse, &suite, s, 0);
         let (trace_f, f, _) = trial(&mut fine, &suite, s, 0);
-        // Times in ms: t_bt, motor-off, stop; depths in mm: at motor-off and at the stop.
-        let key = |trace: &Trace, m: &Measurements| {
-            let t_bt = trace.truth.t_bt_s.expect("pop") * 1000.0;
-            let off = m.motor_off_ms.expect("motor off");
-            let stop = t_bt + m.time_to_stop_ms.expect("stop");
-            let depth_off = interpolate(&trace.samples.t_s, &trace.samples.depth_mm, off / 1000.0);
-            let depth_stop = trace.truth.inner_surface_mm + m.overshoot_mm.expect("overshoot");
-            (t_bt, off, stop, depth_off, depth_stop)
-        };
-        let (bt_c, off_c, stop_c, doff_c, dstop_c) = key(&trace_c, &c);
-        let (bt_f, off_f, stop_f, doff_f, dstop_f) = key(&trace_f, &f);
+        let (bt_c, off_c, stop_c, doff_c, dstop_c) = stop_key(&trace_c, &c);
+        let (bt_f, off_f, stop_f, doff_f, dstop_f) = stop_key(&trace_f, &f);
         println!(
             "{}: t_bt {bt_c:.4}/{bt_f:.4} ms, motor off {off_c}/{off_f} ms, stop {stop_c:.4}/{stop_f:.4} ms, depth at stop {dstop_c:.5}/{dstop_f:.5} mm",
             s.id

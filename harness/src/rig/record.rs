@@ -61,8 +61,19 @@ pub struct TickRecorder {
 impl TickRecorder {
     /// A recorder for `scenario`.
     pub fn new(scenario: &Scenario) -> Self {
+        Self::with_samples(scenario, Samples::default())
+    }
+
+    /// A recorder for `scenario` that records into `samples`'s memory (emptied first).
+    pub fn with_samples(scenario: &Scenario, mut samples: Samples) -> Self {
+        samples.clear();
+        // Room for the whole scenario (most trials end earlier, once settled), so that the
+        // columns never grow by copying; bounded against an absurd duration.
+        let ticks =
+            (scenario.duration_s * f64::from(driver_core::TICK_HZ)).clamp(0.0, 1e6) as usize;
+        samples.reserve(ticks + 1);
         TickRecorder {
-            samples: Samples::default(),
+            samples,
             events: Vec::new(),
             previous_state: State::Idle,
             motor_off_at: None,

@@ -5,9 +5,9 @@ use driver_core::{sensing, Config, Controller, Inputs, TICK_HZ};
 
 use super::record::TickRecorder;
 use super::{trial_seed, Rig, RigError, RigIdentity};
-use crate::plant::{DriveCommand, Plant, ADC_SAMPLE_PERIOD_S, SIM_STEP_S};
+use crate::plant::{DriveCommand, Plant, TickPlan, ADC_SAMPLE_PERIOD_S, SIM_STEP_S};
 use crate::scenario::Scenario;
-use crate::trace::{FirmwareIdentity, Trace, TRACE_FORMAT_VERSION};
+use crate::trace::{FirmwareIdentity, Samples, Trace, TRACE_FORMAT_VERSION};
 
 pub use super::record::{FIRMWARE_EVENT_NAMES, SETTLE_AFTER_STOP_S};
 
@@ -18,6 +18,11 @@ pub struct SimRig {
     pub config: Config,
     /// Plant integration step, s.
     pub step_s: f64,
+    /// Take a control tick in one exact step where the plant's equations allow it
+    /// ([`Plant::advance_tick`]); `false` takes every integration step (the reference).
+    pub exact_ticks: bool,
+    /// The columns of a trace handed back ([`Rig::recycle`]), reused by the next trial.
+    spare: Option<Samples>,
 }
 
 impl Default for SimRig {
@@ -25,6 +30,8 @@ impl Default for SimRig {
         SimRig {
             config: Config::DEFAULT,
             step_s: SIM_STEP_S,
+            exact_ticks: true,
+            spare: None,
         }
     }
 }
@@ -55,6 +62,15 @@ impl Rig for SimRig {
             firmware: self.firmware(),
             details: vec![
                 ("integration_step_s".to_owned(), format!("{}", self.step_s)),
+                (
+                    "tick_step".to_owned(),
+                    if self.exact_ticks {
+                        "one exact step per tick where linear, else integration steps"
+                    } else {
+                        "integration steps only"
+                    }
+                    .to_owned(),
+                ),
                 ("control_tick_hz".to_owned(), TICK_HZ.to_string()),
             ],
         }
@@ -86,34 +102,21 @@ impl Rig for SimRig {
         } else {
             (steps_per_adc.div_ceil(2) % steps_per_adc, true)
         };
+        let plan = TickPlan {
+            steps_per_tick,
+            steps_per_adc,
+            adc_step,
+            mid_step,
+        };
         let seed = trial_seed(scenario.seed, trial);
         let mut plant = Plant::new(scenario, seed, self.step_s);
         let mut controller = Controller::new(self.config);
         let ticks = (scenario.duration_s * f64::from(TICK_HZ)).round() as u64;
-        let mut recorder = TickRecorder::new(scenario);
+        let mut recorder =
+            TickRecorder::with_samples(scenario, self.spare.take().unwrap_or_default());
         let mut command = DriveCommand::default();
         for tick in 1..=ticks {
-            let mut current_sum = 0u32;
-            let mut voltage_sum = 0u32;
-            let mut adc_samples = 0u32;
-            let mut true_current_sum = 0.0;
-            for step in 1..=steps_per_tick {
-                plant.step(command);
-                true_current_sum += plant.current_a();
-                if step % steps_per_adc == adc_step {
-                    let (current, voltage) = if mid_step {
-                        (
-                            plant.sample_current_counts_mid_step(),
-                            plant.sample_voltage_counts_mid_step(),
-                        )
-                    } else {
-                        (plant.sample_current_counts(), plant.sample_voltage_counts())
-                    };
-                    current_sum += u32::from(current);
-                    voltage_sum += u32::from(voltage);
-                    adc_samples += 1;
-                }
-            }
+            let sums = plant.advance_tick(command, &plan, self.exact_ticks);
             // The tick's nominal time (not the sum of steps), so that events scheduled on the
             // millisecond grid fall on the same tick whatever the integration step.
             let t = tick as f64 / f64::from(TICK_HZ);
@@ -121,8 +124,8 @@ impl Rig for SimRig {
             let inputs = Inputs {
                 tick: u32::try_from(tick).unwrap_or(u32::MAX),
                 // The board's own conversion of the tick's raw ADC sums (bit-identical inputs).
-                motor_current_ma: sensing::mean_current_ma(current_sum, adc_samples),
-                battery_mv: sensing::mean_battery_mv(voltage_sum, adc_samples),
+                motor_current_ma: sensing::mean_current_ma(sums.current_counts, sums.samples),
+                battery_mv: sensing::mean_battery_mv(sums.voltage_counts, sums.samples),
                 trigger_pressed: trigger,
             };
             let outputs = controller.step(&inputs);
@@ -130,8 +133,7 @@ impl Rig for SimRig {
                 duty: f64::from(outputs.duty_permille) / f64::from(driver_core::DUTY_FULL_SCALE),
                 brake: outputs.brake,
             };
-            let true_current = true_current_sum / steps_per_tick as f64;
-            recorder.record(t, &plant, true_current, trigger, &inputs, &outputs);
+            recorder.record(t, &plant, sums.mean_current_a, trigger, &inputs, &outputs);
             if recorder.settled(t, &plant) {
                 break;
             }
@@ -154,5 +156,9 @@ impl Rig for SimRig {
             firmware_faults: Vec::new(),
             clock: None,
         })
+    }
+
+    fn recycle(&mut self, trace: Trace) {
+        self.spare = Some(trace.samples);
     }
 }

@@ -118,13 +118,11 @@ pub fn run(repo_root: &Path, elf: &Path, only: &[String]) -> Result<Vec<BenchRes
         for _ in 0..5 {
             runs.push(real_time_factor(&mut rig, &path, 200)?);
         }
-        let (factor, simulated) = runs.iter().copied().fold((0.0, 0.0), |best, run| {
-            if run.0 > best.0 {
-                run
-            } else {
-                best
-            }
-        });
+        let (factor, simulated) = runs
+            .iter()
+            .copied()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or_default();
         let slowest = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
         results.push(BenchResult {
             name: "sim",

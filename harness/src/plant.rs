@@ -376,6 +376,19 @@ impl Plant {
         }
     }
 
+    /// Depths where the needle's load changes abruptly, mm: the cortex surface, the cap's
+    /// fracture depth, the far cortex's surface and its end.
+    fn boundaries_mm(&self) -> [f64; 4] {
+        let inner = self.inner_surface_mm();
+        let far_start = inner + self.bone.medullary.thickness_mm;
+        [
+            self.bone.soft_tissue.thickness_mm,
+            inner - self.bone.cap_mm,
+            far_start,
+            far_start + self.bone.far_cortex.thickness_mm,
+        ]
+    }
+
     fn inner_surface_mm(&self) -> f64 {
         self.bone.soft_tissue.thickness_mm + self.bone.cortex.thickness_mm
     }
@@ -669,11 +682,7 @@ impl Plant {
         let output_rev = turned_rad / d.gear_ratio / (2.0 * PI);
         let rotating = self.motor_speed_rad_s > 0.0;
         let depth_before = self.depth_mm;
-        let cortex_start = self.bone.soft_tissue.thickness_mm;
-        let inner = self.inner_surface_mm();
-        let fracture_depth = inner - self.bone.cap_mm;
-        let far_start = inner + self.bone.medullary.thickness_mm;
-        let far_end = far_start + self.bone.far_cortex.thickness_mm;
+        let [cortex_start, fracture_depth, far_start, far_end] = self.boundaries_mm();
         let mut advance = feed_mm_per_rev * output_rev;
         let mut split = None;
         // A layer boundary crossed within the step: the turns before it feed at the old
@@ -767,15 +776,21 @@ impl Plant {
 /// from `rng`: raw 12-bit counts.
 #[inline]
 fn current_counts(sensor: &crate::scenario::Sensor, rng: &mut Rng, current_a: f64) -> u16 {
-    let noise = if sensor.noise_a_rms > 0.0 {
-        sensor.noise_a_rms * rng.normal()
-    } else {
-        0.0
-    };
+    let noise = sensor_noise(sensor, rng);
     quantize(
         sensor_reading(sensor, current_a, noise),
         CURRENT_ADC_FULL_SCALE_A,
     )
+}
+
+/// One current sample's noise, A: drawn from `rng` only for a noisy sensor.
+#[inline]
+fn sensor_noise(sensor: &crate::scenario::Sensor, rng: &mut Rng) -> f64 {
+    if sensor.noise_a_rms > 0.0 {
+        sensor.noise_a_rms * rng.normal()
+    } else {
+        0.0
+    }
 }
 
 /// What the current-sense amplifier puts out for winding current `current_a` and a noise

@@ -19,7 +19,7 @@
 use std::f64::consts::PI;
 
 use super::{
-    current_counts, quantize, sensor_reading, DriveCommand, Plant, Region,
+    current_counts, quantize, sensor_noise, sensor_reading, DriveCommand, Plant, Region,
     CURRENT_ADC_FULL_SCALE_A, RELAX_RAMP_S, VOLTAGE_ADC_FULL_SCALE_V,
 };
 
@@ -53,9 +53,11 @@ impl TickPlan {
 
     /// Sample instants within the tick, in integration steps from its start.
     fn adc_instants(&self) -> impl Iterator<Item = f64> + '_ {
+        let offset = if self.mid_step { 0.5 } else { 0.0 };
         (1..=self.steps_per_tick)
-            .filter(|step| step % self.steps_per_adc == self.adc_step)
-            .map(|step| step as f64 - if self.mid_step { 0.5 } else { 0.0 })
+            .zip(self.adc_steps())
+            .filter(|&(_, sampled)| sampled)
+            .map(move |(step, _)| step as f64 - offset)
     }
 }
 
@@ -124,11 +126,11 @@ impl Plant {
         exact: bool,
     ) -> TickSums {
         let depth_before = self.depth_mm;
-        let exact_sums = match exact {
-            true => self
-                .driven_tick(command, plan)
-                .or_else(|| self.resting_tick(command, plan)),
-            false => None,
+        let exact_sums = if exact {
+            self.driven_tick(command, plan)
+                .or_else(|| self.resting_tick(command, plan))
+        } else {
+            None
         };
         let sums = exact_sums.unwrap_or_else(|| self.fine_tick(command, plan));
         self.tick_advance_mm = self.depth_mm - depth_before;
@@ -234,7 +236,6 @@ impl Plant {
         // changes over tens of ticks, so the prediction's error is of second order).
         let (feed, cutting, i_ss, w_ss, revs) = solve(self.depth_mm + 0.5 * self.tick_advance_mm);
         let (yi, yw) = (i0 - i_ss, w0 - w_ss);
-        // The shaft keeps turning at every step end (the fine step's no-reverse check).
         // The shaft keeps turning at every step end (the fine step's no-reverse check). The
         // speed deviation is a sum of two exponentials, so it has at most one extremum; its
         // slope is k (i - i_ss) / J. The same sign of the current deviation at both ends means
@@ -256,14 +257,7 @@ impl Plant {
         }
         let advance = feed * revs;
         let depth_before = self.depth_mm;
-        let inner = self.inner_surface_mm();
-        let far_start = inner + self.bone.medullary.thickness_mm;
-        let boundaries = [
-            self.bone.soft_tissue.thickness_mm,
-            inner - self.bone.cap_mm,
-            far_start,
-            far_start + self.bone.far_cortex.thickness_mm,
-        ];
+        let boundaries = self.boundaries_mm();
         // No boundary within the tick's advance, nor before the depth the load was taken at.
         let reach = advance.max(0.5 * self.tick_advance_mm);
         if boundaries
@@ -276,10 +270,8 @@ impl Plant {
         // Exact: commit the tick. Each ADC sample has its own noise draw, in sample order.
         let (current, speed) = (i_ss + yi_end, w_ss + yw_end);
         let mut noise = [0.0; ADC_SAMPLES_PER_TICK];
-        if self.sensor.noise_a_rms > 0.0 {
-            for v in &mut noise {
-                *v = self.sensor.noise_a_rms * self.rng.normal();
-            }
+        for v in &mut noise {
+            *v = sensor_noise(&self.sensor, &mut self.rng);
         }
         let sample_current = |k: usize| i_ss + m.adc_current_i[k] * yi + m.adc_current_w[k] * yw;
         // Twenty 12-bit samples cannot overflow a u32: wrapping adds, so that the loop

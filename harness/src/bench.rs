@@ -138,10 +138,20 @@ pub fn run(repo_root: &Path, elf: &Path, only: &[String]) -> Result<Vec<BenchRes
     if wanted("emu") {
         let mut rig = EmuRig::load(elf).map_err(|e| e.to_string())?;
         let path = repo_root.join("scenarios/reference");
+        let started = Instant::now();
         let (factor, simulated) = real_time_factor(&mut rig, &path, 1)?;
+        let wall = started.elapsed().as_secs_f64();
+        // The emulator's own speed and the firmware's demand on it, which bound the factor:
+        // real time needs the emulator to run instructions / simulated s.
+        let rate = rig.instructions as f64 / wall;
+        let demand = rig.instructions as f64 / simulated;
         results.push(BenchResult {
             name: "emu",
-            what: format!("emu rig, board ELF, reference scenarios ({simulated:.2} s simulated)"),
+            what: format!(
+                "emu rig, board ELF, reference scenarios ({simulated:.2} s simulated; armagnac ran {:.1} M instructions/s, the firmware needs {:.2} M per simulated s)",
+                rate / 1e6,
+                demand / 1e6
+            ),
             measured: factor,
             target: 1.0,
             unit: "x",

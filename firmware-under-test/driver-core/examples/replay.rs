@@ -2,7 +2,8 @@
 //! example) through the controller and summarises when it stopped against the true
 //! breakthrough instant: premature stops, latencies, misses.
 //!
-//!     cargo run --release -p driver-core --example replay -- SIGNALS [--list N]
+//!     cargo run --release -p driver-core --example replay -- SIGNALS [--list N] [--legacy]
+//!         [--windowed-only] [--trace CASE] [tuning options, see `main`]
 
 #![allow(
     clippy::indexing_slicing,
@@ -54,6 +55,7 @@ fn main() {
         reference_mean: !args.iter().any(|a| a == "--max")
             && (d.reference_mean || args.iter().any(|a| a == "--mean")),
         noise_factor_q4: arg(&args, "--noise", d.noise_factor_q4),
+        step_test: !args.iter().any(|a| a == "--windowed-only"),
         ..d
     };
     println!("{config:?}");

@@ -862,9 +862,8 @@ impl Controller {
     /// The level of a window of a history (oldest value first): its mean, or its largest
     /// value; `i32::MIN` for an empty window.
     fn window_level(window: &[i32], mean: bool) -> i32 {
-        let largest = window.iter().copied().fold(i32::MIN, i32::max);
         if !mean {
-            return largest;
+            return window.iter().copied().fold(i32::MIN, i32::max);
         }
         // Newest first, as the sum has always been taken (saturation is order-dependent).
         let sum = window
@@ -872,7 +871,7 @@ impl Controller {
             .rev()
             .fold(0i32, |sum, &value| sum.saturating_add(value));
         let count = i32::try_from(window.len()).unwrap_or(i32::MAX);
-        sum.checked_div(count).unwrap_or(largest)
+        sum.checked_div(count).unwrap_or(i32::MIN)
     }
 
     /// Load-current estimate `ago` ticks back (0 = this tick).

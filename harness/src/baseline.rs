@@ -363,6 +363,7 @@ fn verdict_rank(v: Verdict) -> f64 {
         Verdict::Pass => 0.0,
         Verdict::Inconclusive => 1.0,
         Verdict::Fail => 2.0,
+        Verdict::Incomplete => 3.0,
     }
 }
 
@@ -473,7 +474,11 @@ impl Comparison {
     /// into account: a regression makes a passing or inconclusive run exit 1, unless the
     /// comparison is informational.
     pub fn exit_code(&self, verdict_exit: i32) -> i32 {
-        if self.regressions > 0 && !self.informational && verdict_exit != crate::run::EXIT_FAIL {
+        if self.regressions > 0
+            && !self.informational
+            && verdict_exit != crate::run::EXIT_FAIL
+            && verdict_exit != crate::run::EXIT_INCOMPLETE
+        {
             crate::run::EXIT_FAIL
         } else {
             verdict_exit

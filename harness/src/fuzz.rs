@@ -815,7 +815,10 @@ pub fn run_case(
                     .findings
                     .push(format!("{} ({})", v.detail, v.requirement));
             }
-            Verdict::Inconclusive => record.inconclusive.push(v.requirement.clone()),
+            // A requirement's verdict is never INCOMPLETE; counted as not conclusive if it were.
+            Verdict::Inconclusive | Verdict::Incomplete => {
+                record.inconclusive.push(v.requirement.clone());
+            }
             Verdict::Pass => {}
         }
         if let (Some(measured), Some(limit)) = (v.measured, v.limit) {

@@ -825,6 +825,17 @@ fn run(
             return EXIT_USAGE;
         }
     };
+    if rig_kind != "bench" {
+        // The bench rig installs its own handlers (they bring the board and the load to their
+        // safe state); the sim and emu rigs end the run after the trial under way.
+        let abort = iohil::safety::Abort::new();
+        if let Err(error) = iohil::safety::install_signal_handlers(std::sync::Arc::clone(&abort)) {
+            eprintln!("error: cannot install the signal handlers: {error}");
+            eprintln!("nothing was run");
+            return EXIT_USAGE;
+        }
+        rig = Box::new(iohil::rig::Interruptible { inner: rig, abort });
+    }
     let total: u64 = suite.scenarios.iter().map(|s| u64::from(s.trials)).sum();
     let progress = if no_progress {
         ProgressBar::hidden()
@@ -866,17 +877,19 @@ fn run(
             }
             print!("{}", summary_text(&results, &run_dir));
             if let Some(reason) = &results.aborted {
+                let safe_state = if rig_kind == "bench" {
+                    "the rig was put in its safe state and "
+                } else {
+                    ""
+                };
                 eprintln!(
-                    "RUN ABORTED: {reason}; the rig was put in its safe state and the trials recorded before it are kept"
+                    "RUN ABORTED: {reason}; {safe_state}the trials recorded before it are kept (overall verdict INCOMPLETE)"
                 );
             }
             if !write_reports(&run_dir) {
                 return EXIT_USAGE;
             }
-            if results.aborted.is_some() {
-                // Never 0: the plan was not carried out.
-                return results.summary.exit_code.max(3);
-            }
+            // An aborted run's summary is INCOMPLETE (exit code 4), never 0.
             results.summary.exit_code
         }
         Err(error) => {

@@ -44,6 +44,9 @@ pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: at least one INCONCLUSIVE and no FAIL.
 pub const EXIT_INCONCLUSIVE: i32 = 3;
+/// Exit code: the run did not carry out its plan (a signal, a rig abort); whatever FAIL or
+/// PASS its recorded trials show is in its results, but the run is not evidence of its plan.
+pub const EXIT_INCOMPLETE: i32 = 4;
 
 /// Identity of the harness build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -620,10 +623,16 @@ fn write_results(
         match v.verdict {
             Verdict::Pass => summary.pass += 1,
             Verdict::Fail => summary.fail += 1,
-            Verdict::Inconclusive => summary.inconclusive += 1,
+            Verdict::Inconclusive | Verdict::Incomplete => summary.inconclusive += 1,
         }
     }
-    summary.verdict = results.scenarios.iter().filter_map(|s| s.verdict).max();
+    // Until the run has carried out its plan (and for ever, if it is interrupted or killed
+    // first) its results say INCOMPLETE, never the verdict of the trials recorded so far.
+    summary.verdict = if results.complete {
+        results.scenarios.iter().filter_map(|s| s.verdict).max()
+    } else {
+        Some(Verdict::Incomplete)
+    };
     summary.exit_code = exit_code(summary.verdict);
     if let Some(comparison) = &results.baseline_comparison {
         summary.exit_code = comparison.exit_code(summary.exit_code);
@@ -643,6 +652,7 @@ pub fn exit_code(verdict: Option<Verdict>) -> i32 {
         Some(Verdict::Pass) => EXIT_PASS,
         Some(Verdict::Fail) => EXIT_FAIL,
         Some(Verdict::Inconclusive) | None => EXIT_INCONCLUSIVE,
+        Some(Verdict::Incomplete) => EXIT_INCOMPLETE,
     }
 }
 
@@ -799,8 +809,15 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
             unverified.join(", ")
         ));
     }
+    let ran = if results.complete {
+        String::new()
+    } else {
+        let planned: u64 = results.planned.iter().map(|p| u64::from(p.trials)).sum();
+        let recorded: usize = results.scenarios.iter().map(|s| s.trials.len()).sum();
+        format!(" ({recorded} of {planned} planned trials ran)")
+    };
     out.push_str(&format!(
-        "overall: {}   evidence: {}\n",
+        "overall: {}{ran}   evidence: {}\n",
         s.verdict.map_or("NO VERDICT", Verdict::as_str),
         run_dir.display()
     ));

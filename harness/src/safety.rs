@@ -83,12 +83,14 @@ pub fn install_signal_handlers(abort: Arc<Abort>) -> std::io::Result<()> {
                             std::process::exit(130);
                         }
                         eprintln!(
-                            "iohil: already stopping the rig safely (board reset, load emergency stop); Ctrl-C {} more time(s) exits without it",
+                            "iohil: already stopping (a bench rig: board reset, load emergency stop); Ctrl-C {} more time(s) exits at once, without that",
                             3 - interrupts
                         );
                         continue;
                     }
-                    eprintln!("iohil: {name}: stopping the rig safely");
+                    eprintln!(
+                        "iohil: {name}: stopping after the trial under way (a bench rig reaches its safe state first)"
+                    );
                     interrupts = 1;
                     abort.request(name);
                 }

@@ -26,6 +26,10 @@ pub enum Verdict {
     Inconclusive,
     /// The firmware violated the requirement.
     Fail,
+    /// A run's overall verdict when it did not carry out its plan (interrupted by a signal, a
+    /// rig abort, or killed while its `results.json` was being kept): whatever its recorded
+    /// trials show, the run is no evidence that the plan passes. Never a requirement's verdict.
+    Incomplete,
 }
 
 impl Verdict {
@@ -35,6 +39,7 @@ impl Verdict {
             Verdict::Pass => "PASS",
             Verdict::Inconclusive => "INCONCLUSIVE",
             Verdict::Fail => "FAIL",
+            Verdict::Incomplete => "INCOMPLETE",
         }
     }
 }
@@ -1034,6 +1039,14 @@ pub fn aggregate(
         );
     };
     let n = trials.len();
+    // A scenario cut off before its planned trials ran (an interrupted run, or one still
+    // running): a statistic of its planned population is not assessed from the trials that
+    // ran, in either direction; per-trial limits still FAIL where a trial failed.
+    let planned = usize::try_from(scenario.trials).unwrap_or(usize::MAX);
+    let cut_off = n < planned;
+    let not_assessed = format!(
+        "{n} of {planned} planned trials ran: the statistic over the planned population is not assessed"
+    );
     let values: Vec<f64> = trials.iter().filter_map(|v| v.measured).collect();
     let stats = Statistics::of(&values);
     let counts = |v: Verdict| trials.iter().filter(|t| t.verdict == v).count();
@@ -1067,7 +1080,15 @@ pub fn aggregate(
                 .filter(|t| t.measured == Some(1.0))
                 .count();
             let fraction = premature as f64 / conclusive.len() as f64;
-            let verdict = if fraction <= allowed {
+            let verdict = if cut_off {
+                // Definite only when the premature stops already recorded exceed what the
+                // whole planned population may have.
+                if premature as f64 > allowed * planned as f64 {
+                    Verdict::Fail
+                } else {
+                    Verdict::Inconclusive
+                }
+            } else if fraction <= allowed {
                 Verdict::Pass
             } else {
                 Verdict::Fail
@@ -1078,15 +1099,29 @@ pub fn aggregate(
                 "fraction",
                 Some(allowed),
                 format!(
-                    "{premature} premature stops in {} trials ({:.1} %), limit {:.1} %",
+                    "{premature} premature stops in {} trials ({:.1} %), limit {:.1} %{}",
                     conclusive.len(),
                     fraction * 100.0,
-                    allowed * 100.0
+                    allowed * 100.0,
+                    if cut_off {
+                        format!("; {not_assessed}")
+                    } else {
+                        String::new()
+                    }
                 ),
             )
         }
         "SR-01" => {
             let mut result = worst_case(req_id, trials, worst, stats.as_ref(), &summary);
+            let p99_planned = planned >= MIN_N_FOR_BOUND && limit(req, "p99_latency_ms").is_ok();
+            if cut_off && n > 0 && p99_planned {
+                // The per-trial maximum still decides a FAIL; the P99 is not claimed.
+                if result.verdict == Verdict::Pass {
+                    result.verdict = Verdict::Inconclusive;
+                }
+                result.detail = format!("{}; P99 not assessed: {not_assessed}", result.detail);
+                return result;
+            }
             if let (Some(stats), Ok(p99_limit)) = (stats.as_ref(), limit(req, "p99_latency_ms")) {
                 // With 5 or more trials the P99 is held to its 95 % upper confidence bound; with
                 // fewer no bound exists, and a percentile is not claimed from them at all (the
@@ -1155,6 +1190,99 @@ fn worst_case(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped requirements, and a scenario with `trials` planned (push oscillation when
+    /// `oscillating`, so that SR-05 allows 2 % premature stops).
+    fn planned(trials: u32, oscillating: bool) -> (Requirements, Scenario) {
+        use crate::scenario::load::{load_profiles, load_requirements, load_scenario_str};
+        let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let requirements = load_requirements(&suite.join("requirements.yaml")).expect("reqs");
+        let profiles = load_profiles(&suite.join("profiles.yaml")).expect("profiles");
+        let operator = if oscillating {
+            "operator: { oscillation: { amplitude_pct: 20, frequency_hz: 4 } }\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "format_version: 1\nid: cut\ntitle: cut off\nverifies: [SR-01, SR-05]\nbone: {{ profile: adult-proximal-tibia }}\n{operator}trials: {trials}\n"
+        );
+        let scenario = load_scenario_str(
+            std::path::Path::new("cut.yaml"),
+            &text,
+            &requirements,
+            &profiles,
+        )
+        .expect("scenario");
+        (requirements, scenario)
+    }
+
+    fn trial(requirement: &str, verdict: Verdict, measured: f64) -> RequirementVerdict {
+        RequirementVerdict {
+            requirement: requirement.to_owned(),
+            verdict,
+            measured: Some(measured),
+            unit: String::new(),
+            limit: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_cut_off_population_is_not_assessed_but_a_failed_trial_still_fails() {
+        let (reqs, scenario) = planned(100, true);
+        // SR-01: five trials of 100 at 5 ms pass every per-trial limit; the P99 over the
+        // planned 100 is not claimed from them.
+        let fine: Vec<_> = (0..5).map(|_| trial("SR-01", Verdict::Pass, 5.0)).collect();
+        let refs: Vec<&RequirementVerdict> = fine.iter().collect();
+        let v = aggregate("SR-01", &refs, &reqs, &scenario);
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{v:?}");
+        assert!(
+            v.detail.contains("5 of 100 planned trials ran"),
+            "{}",
+            v.detail
+        );
+        // ... while a trial over the per-trial limit is a FAIL however many ran.
+        let mut bad = fine.clone();
+        bad.push(trial("SR-01", Verdict::Fail, 30.0));
+        let refs: Vec<&RequirementVerdict> = bad.iter().collect();
+        assert_eq!(
+            aggregate("SR-01", &refs, &reqs, &scenario).verdict,
+            Verdict::Fail
+        );
+        // The same five trials as the whole plan: the P99 bound is assessed and met.
+        let (reqs5, scenario5) = planned(5, true);
+        let refs: Vec<&RequirementVerdict> = fine.iter().collect();
+        assert_eq!(
+            aggregate("SR-01", &refs, &reqs5, &scenario5).verdict,
+            Verdict::Pass
+        );
+
+        // SR-05 with 2 % allowed of 100 planned: one premature stop in ten is no verdict yet;
+        // three are more than the whole plan may have, a definite FAIL.
+        let sr05 = |premature: usize, ran: usize| {
+            let trials: Vec<_> = (0..ran)
+                .map(|k| {
+                    trial(
+                        "SR-05",
+                        Verdict::Pass,
+                        if k < premature { 1.0 } else { 0.0 },
+                    )
+                })
+                .collect();
+            let refs: Vec<&RequirementVerdict> = trials.iter().collect();
+            aggregate("SR-05", &refs, &reqs, &scenario)
+        };
+        let v = sr05(1, 10);
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{v:?}");
+        assert!(
+            v.detail.contains("10 of 100 planned trials ran"),
+            "{}",
+            v.detail
+        );
+        assert_eq!(sr05(3, 10).verdict, Verdict::Fail);
+        assert_eq!(sr05(2, 100).verdict, Verdict::Pass);
+        assert_eq!(sr05(3, 100).verdict, Verdict::Fail);
+    }
 
     #[test]
     fn p99_bound_matches_the_tolerance_factor_tables() {

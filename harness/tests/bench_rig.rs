@@ -338,9 +338,11 @@ fn wait_for_trials(load: &Loadsim, n: usize, limit: Duration) {
 /// load emergency-stopped, the report saying so and the manifest verifying.
 fn assert_aborted(load: &Loadsim, out: &Output, reason: &str, completed: usize) {
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("RUN ABORTED"), "{err}");
     let results = load.results();
+    assert_eq!(results.summary.verdict, Some(Verdict::Incomplete));
+    assert_eq!(results.summary.exit_code, 4);
     let aborted = results.aborted.clone().expect("abort recorded");
     assert!(aborted.contains(reason), "{aborted}");
     assert!(!results.complete);
@@ -368,6 +370,7 @@ fn assert_aborted(load: &Loadsim, out: &Output, reason: &str, completed: usize) 
     verify_ok(&run_dir);
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.contains("RUN ABORTED"), "the report records the abort");
+    assert!(html.contains("Overall verdict: <span class=\"verdict INCOMPLETE\">INCOMPLETE"));
 }
 
 #[test]

@@ -202,3 +202,100 @@ fn fuzz_writes_its_campaign_as_evidence_and_shards_merge() {
     let out = iohil_in(&["fuzz", "--cases", "0"], &repo());
     assert_eq!(out.status.code(), Some(2), "an empty campaign is refused");
 }
+
+#[test]
+fn sigint_mid_run_leaves_an_incomplete_run_with_exit_4_and_no_pass_verdict() {
+    use iohil::run::RunResults;
+    use iohil::verdict::Verdict;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    // A one-trial scenario that completes, then one of 10,000 planned trials (over a minute)
+    // that the signal cuts off.
+    let long = ADULT.replace("id: adult", "id: long").replace(
+        "verifies: [SR-01, SR-03]",
+        "verifies: [SR-01, SR-03, SR-05]",
+    ) + "trials: 10000\n";
+    let suite = scratch_suite(
+        &shipped_requirements(),
+        &[("a-short.yaml", ADULT), ("b-long.yaml", &long)],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iohil"))
+        .args(["run", ".", "--reports", "reports", "--no-progress"])
+        .current_dir(suite.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let results_path = suite.path().join("reports/latest/results.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let long_trials = RunResults::read(&results_path)
+            .ok()
+            .and_then(|r| {
+                r.scenarios
+                    .iter()
+                    .find(|s| s.id == "long")
+                    .map(|s| s.trials.len())
+            })
+            .unwrap_or(0);
+        if long_trials >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before the signal"
+        );
+        assert!(Instant::now() < deadline, "the long scenario never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("run ends");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stderr.contains("RUN ABORTED: SIGINT"), "{stderr}");
+    assert!(stdout.contains("overall: INCOMPLETE ("), "{stdout}");
+
+    let results = RunResults::read(&results_path).expect("results.json");
+    assert!(!results.complete);
+    assert_eq!(results.summary.verdict, Some(Verdict::Incomplete));
+    assert_eq!(results.summary.exit_code, 4);
+    // The completed scenario keeps its real verdicts; the cut-off one claims no population
+    // statistic (SR-01's P99, SR-05's fraction) from the trials that ran.
+    let short = &results.scenarios[0];
+    assert_eq!(
+        (short.id.as_str(), short.verdict),
+        ("adult", Some(Verdict::Pass))
+    );
+    let long = &results.scenarios[1];
+    assert!(long.trials.len() < 10_000);
+    for id in ["SR-01", "SR-05"] {
+        let v = long
+            .verdicts
+            .iter()
+            .find(|v| v.requirement == id)
+            .expect(id);
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{v:?}");
+        assert!(v.detail.contains("planned trials ran"), "{v:?}");
+    }
+    assert_ne!(long.verdict, Some(Verdict::Pass));
+
+    // Every view of the run says INCOMPLETE, none says the run passed.
+    let dir = suite.path().join("reports/latest");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    let report: serde_json::Value = serde_json::from_str(&read("report.json")).expect("json");
+    assert_eq!(report["status"]["verdict"], "INCOMPLETE");
+    assert_eq!(report["summary"]["verdict"], "INCOMPLETE");
+    assert!(read("summary.md").starts_with("## iohil verification: INCOMPLETE"));
+    assert!(read("report.html")
+        .contains("Overall verdict: <span class=\"verdict INCOMPLETE\">INCOMPLETE</span>"));
+    let junit = read("junit.xml");
+    assert!(junit.contains("all planned trials recorded"), "{junit}");
+    assert!(junit.contains("type=\"incomplete\""), "{junit}");
+    // The evidence that was written is intact.
+    let verify = iohil_in(&["verify", "reports/latest"], suite.path());
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}

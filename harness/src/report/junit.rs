@@ -249,9 +249,9 @@ fn outcome_of(v: &RequirementVerdict) -> Outcome {
             kind: "FAIL".to_owned(),
             message: format!("{} FAIL: {measured}{}", v.requirement, v.detail),
         },
-        Verdict::Inconclusive => Outcome::Error {
-            kind: "inconclusive".to_owned(),
-            message: format!("{} INCONCLUSIVE: {measured}{}", v.requirement, v.detail),
+        Verdict::Inconclusive | Verdict::Incomplete => Outcome::Error {
+            kind: v.verdict.as_str().to_lowercase(),
+            message: format!("{} {}: {measured}{}", v.requirement, v.verdict, v.detail),
         },
     }
 }

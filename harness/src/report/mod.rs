@@ -606,7 +606,13 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                 .collect(),
         },
         status: Status {
-            verdict: results.summary.verdict,
+            // A results.json that never reached its end (written by a harness that kept the
+            // verdict of the trials so far) is still no PASS.
+            verdict: if results.complete {
+                results.summary.verdict
+            } else {
+                Some(Verdict::Incomplete)
+            },
             complete: results.complete,
             notes,
         },

@@ -67,6 +67,34 @@ pub trait Rig {
     }
 }
 
+/// A simulated or emulated rig whose run also ends between two trials when `abort` is
+/// requested (SIGINT, SIGTERM, SIGHUP). Such a rig has no hardware to bring to a safe state:
+/// the trial under way completes, nothing further runs, and the run's results say INCOMPLETE.
+pub struct Interruptible {
+    /// The rig that runs the trials.
+    pub inner: Box<dyn Rig>,
+    /// Set by the signal handlers.
+    pub abort: std::sync::Arc<crate::safety::Abort>,
+}
+
+impl Rig for Interruptible {
+    fn identity(&self) -> RigIdentity {
+        self.inner.identity()
+    }
+
+    fn run_trial(&mut self, scenario: &Scenario, trial: u32) -> Result<Trace, RigError> {
+        self.inner.run_trial(scenario, trial)
+    }
+
+    fn recycle(&mut self, trace: Trace) {
+        self.inner.recycle(trace);
+    }
+
+    fn aborted(&self) -> Option<String> {
+        self.inner.aborted().or_else(|| self.abort.reason())
+    }
+}
+
 /// Rig kinds the command line accepts.
 pub const RIG_KINDS: &[&str] = &["sim", "emu", "bench"];
 

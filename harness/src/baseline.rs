@@ -163,6 +163,9 @@ pub enum BaselineError {
         /// Parser message, with line and column.
         message: String,
     },
+    /// A tolerance file with problems, each with its location and a hint.
+    #[error("{0}")]
+    Input(crate::scenario::load::LoadError),
     /// The run is incomplete and cannot become a baseline.
     #[error("run {run_id} is incomplete (interrupted or still running); only a complete run can become a baseline")]
     Incomplete {
@@ -200,48 +203,115 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, BaselineError> {
     Ok(Baseline::from_results(&results, None))
 }
 
-/// Reads `tolerances.yaml`.
+/// The unit of each metric of [`crate::run::STATISTIC_METRICS`], as `tolerances.yaml` must
+/// state it.
+pub fn metric_unit(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "detection_latency_ms" | "time_to_stop_ms" => "ms",
+        "overshoot_mm" => "mm",
+        "overshoot_rev" => "rev",
+        "peak_current_a" => "A",
+        "cortex_torque_nmm" => "N*mm",
+        "time_in_cortex_s" => "s",
+        "torque_drop_pct" => "%",
+        "control_isr_cycles_max" | "control_isr_cycles_p99" => "cycles",
+        _ => return None,
+    })
+}
+
+/// "did you mean `x`? " for the closest of `candidates`, or nothing.
+fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    crate::scenario::load::did_you_mean(input, candidates)
+        .map_or(String::new(), |s| format!("did you mean `{s}`? "))
+}
+
+/// Statistic names a tolerance file may compare.
+const STATISTIC_NAMES: &[&str] = &["mean", "max", "min", "p95", "p99"];
+
+/// Reads and validates `tolerances.yaml` like a scenario file: each problem (unknown metric,
+/// statistic or requirement, a unit that is not the metric's, a tolerance that is negative
+/// or not finite) with file, line, column and a hint.
 pub fn load_tolerances(path: &Path) -> Result<Tolerances, BaselineError> {
-    let text = fs::read_to_string(path).map_err(|source| BaselineError::Io {
-        action: "read tolerances",
-        path: path.to_owned(),
-        source,
-    })?;
-    let tolerances: Tolerances =
-        serde_saphyr::from_str(&text).map_err(|e| BaselineError::Format {
-            path: path.to_owned(),
-            what: "tolerance file",
-            message: e.to_string(),
-        })?;
-    if tolerances.format_version != TOLERANCES_FORMAT_VERSION {
-        return Err(BaselineError::Format {
-            path: path.to_owned(),
-            what: "tolerance file",
-            message: format!(
-                "format_version {} is not supported (expected {TOLERANCES_FORMAT_VERSION})",
-                tolerances.format_version
-            ),
-        });
-    }
-    for name in &tolerances.statistics {
-        if statistic(&STATISTICS_PROBE, name).is_none() {
-            return Err(BaselineError::Format {
-                path: path.to_owned(),
-                what: "tolerance file",
-                message: format!("unknown statistic `{name}` (known: mean, max, min, p95, p99)"),
-            });
+    use crate::run::STATISTIC_METRICS;
+    let metrics = || STATISTIC_METRICS.iter().map(|(name, _)| *name);
+    crate::scenario::load::load_yaml_file::<Tolerances>(path, "tolerance file", |t, problem| {
+        if t.format_version != TOLERANCES_FORMAT_VERSION {
+            problem(
+                "format_version",
+                format!("format_version {} is not supported", t.format_version),
+                Some(format!("this harness reads format_version {TOLERANCES_FORMAT_VERSION}")),
+            );
         }
-    }
-    for (name, tolerance) in &tolerances.metrics {
-        if !(tolerance.abs >= 0.0 && tolerance.rel >= 0.0) {
-            return Err(BaselineError::Format {
-                path: path.to_owned(),
-                what: "tolerance file",
-                message: format!("metrics.{name}: tolerances must be zero or positive"),
-            });
+        if t.statistics.is_empty() {
+            problem(
+                "statistics",
+                "no statistics to compare".into(),
+                Some(format!("name some of {}", STATISTIC_NAMES.join(", "))),
+            );
         }
-    }
-    Ok(tolerances)
+        for (i, name) in t.statistics.iter().enumerate() {
+            if statistic(&STATISTICS_PROBE, name).is_none() {
+                problem(
+                    &format!("statistics[{i}]"),
+                    format!("unknown statistic `{name}`"),
+                    Some(format!(
+                        "{}known: {}",
+                        suggest(name, STATISTIC_NAMES.iter().copied()),
+                        STATISTIC_NAMES.join(", ")
+                    )),
+                );
+            }
+        }
+        for (name, tolerance) in &t.metrics {
+            let at = format!("metrics.{name}");
+            let Some(unit) = metric_unit(name) else {
+                let names: Vec<&str> = metrics().collect();
+                problem(
+                    &at,
+                    format!("unknown metric `{name}`"),
+                    Some(format!(
+                        "{}metrics in results.json statistics: {}",
+                        suggest(name, names.iter().copied()),
+                        names.join(", ")
+                    )),
+                );
+                continue;
+            };
+            for (field, value) in [("abs", tolerance.abs), ("rel", tolerance.rel)] {
+                if !(value.is_finite() && value >= 0.0) {
+                    problem(
+                        &format!("{at}.{field}"),
+                        format!("tolerance `{field}` of `{name}` must be a finite number >= 0 (it is {value})"),
+                        Some("0 allows no change in that form; the larger of abs and rel applies".into()),
+                    );
+                }
+            }
+            if tolerance.unit != unit {
+                problem(
+                    &format!("{at}.unit"),
+                    format!("`{name}` is measured in `{unit}`, not `{}`", tolerance.unit),
+                    Some(format!("write `unit: {unit}` (abs is in the metric's unit)")),
+                );
+            }
+            if let Some(id) = &tolerance.requirement {
+                let mut known: Vec<&str> =
+                    crate::verdict::LIMIT_RULES.iter().map(|r| r.requirement).collect();
+                known.dedup();
+                if !known.contains(&id.as_str()) {
+                    problem(
+                        &format!("{at}.requirement"),
+                        format!("unknown requirement `{id}`"),
+                        Some(format!(
+                            "{}requirements the harness evaluates: {}",
+                            suggest(id, known.iter().copied()),
+                            known.join(", ")
+                        )),
+                    );
+                }
+            }
+        }
+    })
+    .map_err(BaselineError::Input)
 }
 
 const STATISTICS_PROBE: Statistics = Statistics {

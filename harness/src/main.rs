@@ -389,6 +389,21 @@ pub(crate) fn report_diagnostic(error: &dyn miette::Diagnostic) {
 fn check(paths: Vec<PathBuf>) -> i32 {
     match load_suite(&paths) {
         Ok(suite) => {
+            // The suite's baseline tolerances, when it has them, are an input like the rest.
+            let tolerances = suite.root.join(iohil::scenario::TOLERANCES_FILE);
+            if tolerances.is_file() {
+                match load_tolerances(&tolerances) {
+                    Ok(_) => {}
+                    Err(iohil::baseline::BaselineError::Input(error)) => {
+                        report_diagnostic(&error);
+                        return EXIT_USAGE;
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return EXIT_USAGE;
+                    }
+                }
+            }
             println!(
                 "{} scenario{} valid (suite {})",
                 suite.scenarios.len(),
@@ -754,6 +769,11 @@ fn run(
         .transpose()
     {
         Ok(baseline) => baseline,
+        Err(iohil::baseline::BaselineError::Input(error)) => {
+            report_diagnostic(&error);
+            eprintln!("nothing was run");
+            return EXIT_USAGE;
+        }
         Err(error) => {
             eprintln!("error: {error}");
             eprintln!("nothing was run");

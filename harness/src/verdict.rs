@@ -316,6 +316,85 @@ fn crossing_below(t: &[f64], v: &[f64], from: f64, threshold: f64) -> Option<f64
 }
 
 /// Reads a limit, or explains why it is missing.
+/// What values a limit may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// A time, length, angle or voltage bound: finite and > 0.
+    Positive,
+    /// A fraction: in [0, 1].
+    Fraction,
+    /// A count: a whole number >= 0.
+    Count,
+}
+
+/// A limit the evaluator reads: the requirement, its name, its unit and what values it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRule {
+    /// Requirement ID.
+    pub requirement: &'static str,
+    /// Limit name in `requirements.yaml`.
+    pub name: &'static str,
+    /// The only unit accepted.
+    pub unit: &'static str,
+    /// Accepted values.
+    pub kind: LimitKind,
+}
+
+const fn rule(
+    requirement: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    kind: LimitKind,
+) -> LimitRule {
+    LimitRule {
+        requirement,
+        name,
+        unit,
+        kind,
+    }
+}
+
+/// Every limit the evaluator reads, per requirement: `requirements.yaml` must give exactly these
+/// (checked when it is loaded), so that a misspelt or missing limit is an input error before a
+/// run, never an INCONCLUSIVE during it.
+pub const LIMIT_RULES: &[LimitRule] = &[
+    rule("SR-01", "max_latency_ms", "ms", LimitKind::Positive),
+    rule("SR-01", "p99_latency_ms", "ms", LimitKind::Positive),
+    rule("SR-02", "max_stop_ms", "ms", LimitKind::Positive),
+    rule("SR-02", "stopped_speed_fraction", "1", LimitKind::Fraction),
+    rule("SR-03", "max_overshoot_mm_adult", "mm", LimitKind::Positive),
+    rule("SR-03", "max_overshoot_mm_child", "mm", LimitKind::Positive),
+    rule("SR-03", "max_overshoot_rev", "rev", LimitKind::Positive),
+    rule("SR-04", "max_far_contacts", "count", LimitKind::Count),
+    rule("SR-05", "max_fraction_nominal", "1", LimitKind::Fraction),
+    rule(
+        "SR-05",
+        "max_fraction_oscillating",
+        "1",
+        LimitKind::Fraction,
+    ),
+    rule("SR-06", "min_blanking_ms", "ms", LimitKind::Positive),
+    rule("SR-07", "max_stop_ms", "ms", LimitKind::Positive),
+    rule("SR-07", "stall_speed_fraction", "1", LimitKind::Fraction),
+    rule("SR-07", "stall_current_fraction", "1", LimitKind::Fraction),
+    rule("SR-08", "max_run_s", "s", LimitKind::Positive),
+    rule("SR-09", "max_deenergise_ms", "ms", LimitKind::Positive),
+    rule("SR-10", "max_stop_ms", "ms", LimitKind::Positive),
+    rule("SR-10", "plateau_fraction", "1", LimitKind::Fraction),
+    rule("SR-11", "min_loaded_v", "V", LimitKind::Positive),
+    rule("SR-11", "warn_loaded_v", "V", LimitKind::Positive),
+    rule("SR-11", "max_stop_ms", "ms", LimitKind::Positive),
+    rule("SR-11", "refusal_margin_v", "V", LimitKind::Positive),
+    rule("SR-12", "max_drive_removed_ms", "ms", LimitKind::Positive),
+];
+
+/// Pairs of limits of one requirement where the first may not exceed the second.
+pub const LIMIT_ORDER: &[(&str, &str, &str)] = &[
+    ("SR-01", "p99_latency_ms", "max_latency_ms"),
+    ("SR-05", "max_fraction_nominal", "max_fraction_oscillating"),
+    ("SR-11", "min_loaded_v", "warn_loaded_v"),
+];
+
 fn limit(req: &Requirement, name: &str) -> Result<f64, String> {
     req.limits
         .get(name)

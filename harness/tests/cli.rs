@@ -70,10 +70,15 @@ fn run_prints_tables_and_writes_evidence_with_exit_0() {
 #[test]
 fn a_fail_verdict_gives_exit_1() {
     // The shipped firmware detects the adult pop in about 10 ms: a 5 ms limit must fail.
-    let requirements = shipped_requirements().replace(
-        "max_latency_ms: { value: 20, unit: ms }",
-        "max_latency_ms: { value: 5, unit: ms }",
-    );
+    let requirements = shipped_requirements()
+        .replace(
+            "max_latency_ms: { value: 20, unit: ms }",
+            "max_latency_ms: { value: 5, unit: ms }",
+        )
+        .replace(
+            "p99_latency_ms: { value: 15, unit: ms }",
+            "p99_latency_ms: { value: 4, unit: ms }",
+        );
     let suite = scratch_suite(&requirements, &[("adult.yaml", ADULT)]);
     let out = iohil_in(&["run", ".", "--reports", "reports"], suite.path());
     let stdout = text(&out.stdout);
@@ -298,4 +303,51 @@ fn sigint_mid_run_leaves_an_incomplete_run_with_exit_4_and_no_pass_verdict() {
     // The evidence that was written is intact.
     let verify = iohil_in(&["verify", "reports/latest"], suite.path());
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}
+
+#[test]
+fn nonsense_limits_and_tolerances_exit_2_with_their_location_and_run_nothing() {
+    // A P99 limit above the maximum: an input error before anything runs, not INCONCLUSIVE.
+    let requirements = shipped_requirements().replace(
+        "p99_latency_ms: { value: 15, unit: ms }",
+        "p99_latency_ms: { value: 25, unit: ms }",
+    );
+    let suite = scratch_suite(&requirements, &[("adult.yaml", ADULT)]);
+    for command in ["check", "run"] {
+        let args: &[&str] = if command == "run" {
+            &["run", ".", "--reports", "reports"]
+        } else {
+            &["check", "."]
+        };
+        let out = iohil_in(args, suite.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("requirements.yaml:25:32"), "{stderr}");
+        assert!(
+            stderr.contains("`p99_latency_ms` (25) is above `max_latency_ms` (20)"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("help:"), "{stderr}");
+        assert!(
+            !suite.path().join("reports").exists(),
+            "{command} ran something"
+        );
+    }
+    // A tolerance file the suite carries is checked by `check` too.
+    let suite = scratch_suite(&shipped_requirements(), &[("adult.yaml", ADULT)]);
+    let tolerances = std::fs::read_to_string(repo().join("scenarios/tolerances.yaml"))
+        .expect("tolerances")
+        .replace(
+            "requirement: SR-01, unit: ms",
+            "requirement: SR-01, unit: s",
+        );
+    std::fs::write(suite.path().join("tolerances.yaml"), tolerances).expect("write");
+    let out = iohil_in(&["check", "."], suite.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tolerances.yaml:14:"), "{stderr}");
+    assert!(
+        stderr.contains("`detection_latency_ms` is measured in `ms`, not `s`"),
+        "{stderr}"
+    );
 }

@@ -431,6 +431,11 @@ fn an_interrupted_run_is_reported_as_incomplete() {
     );
     let model = read_report(&run_dir);
     assert!(!model.status.complete);
+    // Its results.json kept the PASS of the trials it had: the report does not.
+    assert_eq!(
+        model.status.verdict,
+        Some(iohil::verdict::Verdict::Incomplete)
+    );
     // The plan recorded before the first trial counts the three scenarios that never ran.
     assert!(
         model.status.notes[0].starts_with("INCOMPLETE RUN: 2 of 5 planned trials"),

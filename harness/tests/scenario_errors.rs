@@ -751,9 +751,13 @@ fn duplicate_requirement_id() {
         .unwrap_err()
         .problems()
         .to_vec();
-    assert_eq!(problems.len(), 1, "{problems:#?}");
+    // SR-02's limits under the ID SR-01 are reported too (not SR-01's); the duplicate first.
+    let duplicate = problems
+        .iter()
+        .find(|p| p.yaml_path == "requirements[1].id")
+        .unwrap_or_else(|| panic!("{problems:#?}"));
     assert_eq!(
-        at(&problems[0]),
+        at(duplicate),
         (
             27,
             9,
@@ -761,6 +765,155 @@ fn duplicate_requirement_id() {
             "duplicate requirement id `SR-01`"
         )
     );
+}
+
+/// Each nonsense limit of issue 17 is refused where it is written, with a hint.
+#[rstest]
+#[case::negative_latency(
+    "max_latency_ms: { value: 20, unit: ms }",
+    "max_latency_ms: { value: -20, unit: ms }",
+    "requirements[0].limits.max_latency_ms.value",
+    "limit `max_latency_ms` must be > 0 (it is -20)"
+)]
+#[case::seconds_for_milliseconds(
+    "max_latency_ms: { value: 20, unit: ms }",
+    "max_latency_ms: { value: 20, unit: s }",
+    "requirements[0].limits.max_latency_ms.unit",
+    "limit `max_latency_ms` is in `s`, the evaluator reads it in `ms`"
+)]
+#[case::fraction_above_one(
+    "stopped_speed_fraction: { value: 0.05,",
+    "stopped_speed_fraction: { value: 5,",
+    "requirements[1].limits.stopped_speed_fraction.value",
+    "limit `stopped_speed_fraction` is a fraction, in [0, 1] (it is 5)"
+)]
+#[case::negative_count(
+    "max_far_contacts: { value: 0,",
+    "max_far_contacts: { value: -1,",
+    "requirements[3].limits.max_far_contacts.value",
+    "limit `max_far_contacts` is a count, a whole number >= 0 (it is -1)"
+)]
+#[case::p99_above_max(
+    "p99_latency_ms: { value: 15, unit: ms }",
+    "p99_latency_ms: { value: 25, unit: ms }",
+    "requirements[0].limits.p99_latency_ms.value",
+    "`p99_latency_ms` (25) is above `max_latency_ms` (20)"
+)]
+#[case::misspelt(
+    "min_blanking_ms: { value: 50, unit: ms }",
+    "min_blankng_ms: { value: 50, unit: ms }",
+    "requirements[5].limits",
+    "SR-06 has no limit `min_blanking_ms`"
+)]
+#[case::unknown_requirement(
+    "  - id: SR-12\n",
+    "  - id: SR-13\n",
+    "requirements[11].id",
+    "the harness has no check for requirement `SR-13`"
+)]
+fn nonsense_limits_are_refused_with_their_location(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] yaml_path: &str,
+    #[case] message: &str,
+) {
+    let s = TempSuite::new();
+    let requirements = s.edit("requirements.yaml", from, to);
+    let problems = load_requirements(&requirements)
+        .unwrap_err()
+        .problems()
+        .to_vec();
+    let p = problems
+        .iter()
+        .find(|p| p.yaml_path == yaml_path)
+        .unwrap_or_else(|| panic!("no problem at {yaml_path}: {problems:#?}"));
+    assert_eq!(p.message, message);
+    assert!(p.line > 0 && p.column > 0, "{p:?}");
+    assert_eq!(p.file, requirements);
+    // A misspelt limit is also reported as unknown, with the name it was meant to be.
+    if yaml_path == "requirements[5].limits" {
+        let unknown = problems
+            .iter()
+            .find(|p| p.yaml_path == "requirements[5].limits.min_blankng_ms")
+            .expect("unknown limit reported");
+        assert!(unknown
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("did you mean `min_blanking_ms`?")));
+    }
+}
+
+#[test]
+fn the_shipped_requirements_give_every_limit_the_evaluator_reads() {
+    let requirements = load_requirements(&repo_scenarios().join("requirements.yaml")).unwrap();
+    for rule in iohil::verdict::LIMIT_RULES {
+        let req = requirements.get(rule.requirement).expect(rule.requirement);
+        let limit = req.limits.get(rule.name).expect(rule.name);
+        assert_eq!(limit.unit, rule.unit, "{}", rule.name);
+    }
+}
+
+/// `tolerances.yaml` is validated like a scenario: file, line, column, YAML path and a hint.
+#[test]
+fn nonsense_tolerances_are_refused_with_their_location() {
+    let s = TempSuite::new();
+    fs::copy(
+        repo_scenarios().join("tolerances.yaml"),
+        s.path().join("tolerances.yaml"),
+    )
+    .unwrap();
+    let path = s.edit(
+        "tolerances.yaml",
+        "detection_latency_ms: { abs: 0.5, rel: 0.05, better: lower, requirement: SR-01, unit: ms }",
+        "detection_latncy_ms: { abs: 0.5, rel: 0.05, better: lower, requirement: SR-01, unit: ms }",
+    );
+    s.edit(
+        "tolerances.yaml",
+        "overshoot_mm:         { abs: 0.05,",
+        "overshoot_mm:         { abs: -0.05,",
+    );
+    s.edit(
+        "tolerances.yaml",
+        "requirement: SR-02, unit: ms",
+        "requirement: SR-2, unit: s",
+    );
+    let error = match iohil::baseline::load_tolerances(&path) {
+        Err(iohil::baseline::BaselineError::Input(error)) => error,
+        other => panic!("expected located problems, got {other:?}"),
+    };
+    let problems: Vec<(String, String)> = error
+        .problems()
+        .iter()
+        .map(|p| {
+            assert!(p.line > 0 && p.column > 0 && p.help.is_some(), "{p:?}");
+            (p.yaml_path.clone(), p.message.clone())
+        })
+        .collect();
+    let expected = [
+        (
+            "metrics.detection_latncy_ms",
+            "unknown metric `detection_latncy_ms`",
+        ),
+        (
+            "metrics.overshoot_mm.abs",
+            "tolerance `abs` of `overshoot_mm` must be a finite number >= 0 (it is -0.05)",
+        ),
+        (
+            "metrics.time_to_stop_ms.requirement",
+            "unknown requirement `SR-2`",
+        ),
+        (
+            "metrics.time_to_stop_ms.unit",
+            "`time_to_stop_ms` is measured in `ms`, not `s`",
+        ),
+    ];
+    for (at, message) in expected {
+        assert!(
+            problems.iter().any(|(a, m)| a == at && m == message),
+            "{at}: {message} not in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -527,8 +527,8 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
     }
     if !results.complete {
         notes.push(format!(
-            "INCOMPLETE RUN: {} of {} planned trials are recorded; the run was interrupted and \
-             its verdict covers only what ran",
+            "INCOMPLETE RUN: {} of {} planned trials are recorded; the run stopped before its \
+             plan was carried out, so it is no evidence that the plan passes",
             results
                 .scenarios
                 .iter()
@@ -538,8 +538,13 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         ));
     }
     if let Some(reason) = &results.aborted {
+        let safe_state = if results.rig.kind == "bench" {
+            " The rig was put in its safe state (load emergency stop, board reset)."
+        } else {
+            ""
+        };
         notes.push(format!(
-            "RUN ABORTED: {reason}. The rig was put in its safe state (load emergency stop, board reset); the trials recorded before the abort are kept"
+            "RUN ABORTED: {reason}.{safe_state} The trials recorded before the abort are kept"
         ));
     }
     if results.summary.fail > 0 {

@@ -1732,7 +1732,10 @@ fn backticked<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// The candidate closest to `input`, if one is clearly the closest and close enough.
-fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let input_lower = input.to_lowercase();
     let mut scored: Vec<(f64, &str)> = candidates
         .into_iter()
@@ -2459,6 +2462,106 @@ fn check_scenario(
     (id, Some(scenario))
 }
 
+/// A requirement's limits against what the evaluator reads ([`crate::verdict::LIMIT_RULES`]):
+/// every limit it needs present, no other, each in its unit and range, and ordered pairs in
+/// order (a P99 bound above the maximum is a typing error, not a requirement).
+fn check_limits(c: &mut Checker<'_>, path: &str, id: &str, limits: &BTreeMap<String, LimitSpec>) {
+    use crate::verdict::{LimitKind, LIMIT_ORDER, LIMIT_RULES};
+    let specs: Vec<_> = LIMIT_RULES.iter().filter(|s| s.requirement == id).collect();
+    if specs.is_empty() {
+        let mut known_ids: Vec<&str> = LIMIT_RULES.iter().map(|s| s.requirement).collect();
+        known_ids.dedup();
+        c.push(
+            &format!("{path}.id"),
+            format!("the harness has no check for requirement `{id}`"),
+            Some(format!(
+                "{}requirements it evaluates: {}",
+                did_you_mean(id, known_ids.iter().copied())
+                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                backticked(known_ids.iter().copied())
+            )),
+        );
+        return;
+    }
+    let names = || specs.iter().map(|s| s.name);
+    for spec in &specs {
+        if !limits.contains_key(spec.name) {
+            c.push(
+                &format!("{path}.limits"),
+                format!("{id} has no limit `{}`", spec.name),
+                Some(format!(
+                    "the evaluator reads {} for {id}; add `{}: {{ value: ..., unit: {} }}`",
+                    backticked(names()),
+                    spec.name,
+                    spec.unit
+                )),
+            );
+        }
+    }
+    for (name, limit) in limits {
+        let at = format!("{path}.limits.{name}");
+        let Some(spec) = specs.iter().find(|s| s.name == name) else {
+            c.push(
+                &at,
+                format!("unknown limit `{name}` for {id}"),
+                Some(format!(
+                    "{}the evaluator reads {} for {id}",
+                    did_you_mean(name, names())
+                        .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                    backticked(names())
+                )),
+            );
+            continue;
+        };
+        if limit.unit != spec.unit {
+            c.push(
+                &format!("{at}.unit"),
+                format!(
+                    "limit `{name}` is in `{}`, the evaluator reads it in `{}`",
+                    limit.unit, spec.unit
+                ),
+                Some(format!(
+                    "write the value in {} with `unit: {}`",
+                    spec.unit, spec.unit
+                )),
+            );
+        }
+        let v = limit.value;
+        let problem = if !v.is_finite() {
+            Some(format!("is not a finite number ({v})"))
+        } else {
+            match spec.kind {
+                LimitKind::Positive if v <= 0.0 => Some(format!("must be > 0 (it is {v})")),
+                LimitKind::Fraction if !(0.0..=1.0).contains(&v) => {
+                    Some(format!("is a fraction, in [0, 1] (it is {v})"))
+                }
+                LimitKind::Count if v < 0.0 || v.fract() != 0.0 => {
+                    Some(format!("is a count, a whole number >= 0 (it is {v})"))
+                }
+                _ => None,
+            }
+        };
+        if let Some(problem) = problem {
+            c.push(
+                &format!("{at}.value"),
+                format!("limit `{name}` {problem}"),
+                None,
+            );
+        }
+    }
+    for (_, low, high) in LIMIT_ORDER.iter().filter(|(r, _, _)| *r == id) {
+        if let (Some(l), Some(h)) = (limits.get(*low), limits.get(*high)) {
+            if l.value > h.value {
+                c.push(
+                    &format!("{path}.limits.{low}.value"),
+                    format!("`{low}` ({}) is above `{high}` ({})", l.value, h.value),
+                    Some(format!("`{low}` may not exceed `{high}`")),
+                );
+            }
+        }
+    }
+}
+
 fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Requirements> {
     let file: RequirementsFile = match doc.parse() {
         Ok(f) => f,
@@ -2512,15 +2615,7 @@ fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Req
                 )),
             );
         }
-        for (name, limit) in &r.limits {
-            if !limit.value.is_finite() {
-                c.push(
-                    &format!("{path}.limits.{name}.value"),
-                    format!("limit `{name}` is not a finite number ({})", limit.value),
-                    None,
-                );
-            }
-        }
+        check_limits(&mut c, &path, &r.id, &r.limits);
         if r.rigs.is_empty() {
             c.push(
                 &format!("{path}.rigs"),

@@ -745,7 +745,7 @@ fn evaluate_one(
             }
         }
         "SR-09" => evaluate_release(req, trace, scenario)?,
-        "SR-10" => evaluate_missed_pop(req, trace, m)?,
+        "SR-10" => evaluate_missed_pop(req, trace, m, scenario.bone.cap_mm)?,
         "SR-11" => evaluate_low_battery(req, trace, m)?,
         other => inconclusive(
             req,
@@ -883,6 +883,7 @@ fn evaluate_missed_pop(
     req: &Requirement,
     trace: &Trace,
     m: &Measurements,
+    cap_mm: f64,
 ) -> Result<RequirementVerdict, String> {
     let max_ms = limit(req, "max_stop_ms")?;
     let fraction = limit(req, "plateau_fraction")?;
@@ -923,6 +924,19 @@ fn evaluate_missed_pop(
             "ms",
             Some(max_ms),
             format!("needle reached the far cortex rotating at {at:.1} ms (stop: {reason})"),
+        ));
+    }
+    // SR-10 is about a cortex that gives way without a detectable pop. A bone with a cap
+    // whose pop the detector caught never needed the fallback: no verdict on it. A cap-less
+    // bone, or a pop the detector missed (stopped by anything else, or not at all), exercises
+    // it.
+    if cap_mm > 0.0 && reason == "breakthrough" {
+        return Ok(inconclusive(
+            req,
+            format!(
+                "not exercised: the bone breaks through with a pop (cap {cap_mm} mm) that the detector caught (motor off at {:.1} ms); SR-10 needs a cortex that gives way without a detectable pop",
+                m.motor_off_ms.unwrap_or(0.0)
+            ),
         ));
     }
     Ok(match (t_low, m.motor_off_ms) {

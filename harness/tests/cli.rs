@@ -351,3 +351,19 @@ fn nonsense_limits_and_tolerances_exit_2_with_their_location_and_run_nothing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_requirement_its_scenario_cannot_exercise_is_inconclusive_not_pass() {
+    // SR-10 is the missed-pop fallback; the adult tibia pops cleanly and the detector stops
+    // the motor long before the fallback's torque criterion arises.
+    let scenario = ADULT.replace("verifies: [SR-01, SR-03]", "verifies: [SR-01, SR-10]");
+    let suite = scratch_suite(&shipped_requirements(), &[("adult.yaml", &scenario)]);
+    let out = iohil_in(&["run", ".", "--reports", "reports"], suite.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("SR-10  INCONCLUSIVE"), "{stdout}");
+    assert!(
+        stdout.contains("not exercised: the bone breaks through with a pop"),
+        "{stdout}"
+    );
+}

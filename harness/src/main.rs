@@ -66,6 +66,10 @@ enum Command {
         /// Report baseline regressions without changing the exit code.
         #[arg(long, requires = "baseline")]
         informational: bool,
+        /// Let the exit code ignore the FAILs the suite's open known anomalies
+        /// (anomalies.yaml) cover, and nothing else; the verdicts stay FAIL.
+        #[arg(long)]
+        accept_known_anomalies: bool,
     },
     /// Manage baselines.
     #[command(subcommand)]
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
             baseline,
             tolerances,
             informational,
+            accept_known_anomalies,
         } => {
             let baseline = baseline.map(|path| BaselineOptions {
                 path,
@@ -268,7 +273,14 @@ fn main() -> ExitCode {
                 rig_file,
                 allow_expired_calibration,
             };
-            run(paths, &rig, evidence, no_progress, baseline)
+            run(
+                paths,
+                &rig,
+                evidence,
+                no_progress,
+                baseline,
+                accept_known_anomalies,
+            )
         }
         Command::Baseline(BaselineCommand::Accept {
             run,
@@ -754,6 +766,7 @@ fn run(
     evidence: EvidenceArgs,
     no_progress: bool,
     baseline: Option<BaselineOptions>,
+    accept_known_anomalies: bool,
 ) -> i32 {
     let suite = match load_suite(&paths) {
         Ok(suite) => suite,
@@ -885,6 +898,14 @@ fn run(
     progress.finish_and_clear();
     match outcome {
         Ok((run_dir, mut results)) => {
+            if accept_known_anomalies {
+                if let Err(error) =
+                    iohil::run::accept_known_anomalies(&run_dir, &mut results, &suite.requirements)
+                {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            }
             if let Some((baseline, path, tolerances, informational)) = baseline {
                 let comparison = compare(&results, &baseline, &path, &tolerances, informational);
                 print!("{}", comparison.text());

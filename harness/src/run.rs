@@ -149,6 +149,10 @@ pub struct ScenarioResult {
     pub verdicts: Vec<RequirementVerdict>,
     /// Worst verdict.
     pub verdict: Option<Verdict>,
+    /// The open known anomaly that covers this scenario's FAIL (every requirement it fails
+    /// is one the anomaly names); the verdict stays FAIL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_anomaly: Option<String>,
 }
 
 /// One row of the traceability matrix.
@@ -177,6 +181,13 @@ pub struct Summary {
     pub inconclusive: usize,
     /// Overall verdict.
     pub verdict: Option<Verdict>,
+    /// Scenario FAIL verdicts covered by an open known anomaly (still counted in `fail`).
+    #[serde(default)]
+    pub known_anomaly_fails: usize,
+    /// Open anomalies none of whose scenarios failed although all of them ran their planned
+    /// trials: the register is out of date (an error: close them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_anomalies: Vec<String>,
     /// Exit code of `iohil run`.
     pub exit_code: i32,
 }
@@ -223,6 +234,13 @@ pub struct RunResults {
     /// load fault), as the rig reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// The known residual anomaly register of the suite, as it stood when the run started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_anomalies: Vec<crate::scenario::KnownAnomaly>,
+    /// Whether the exit code ignores the FAILs the open anomalies cover
+    /// (`--accept-known-anomalies`); the verdicts do not change.
+    #[serde(default)]
+    pub accept_known_anomalies: bool,
     /// Comparison with a baseline, when the run was given one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_comparison: Option<crate::baseline::Comparison>,
@@ -412,6 +430,8 @@ pub fn run_suite(
         traceability: Vec::new(),
         summary: Summary::default(),
         aborted: None,
+        known_anomalies: suite.anomalies.clone(),
+        accept_known_anomalies: false,
         baseline_comparison: None,
     };
     // The acceptance criteria are on disk before the first trial runs.
@@ -432,6 +452,7 @@ pub fn run_suite(
             statistics: BTreeMap::new(),
             verdicts: Vec::new(),
             verdict: None,
+            known_anomaly: None,
         };
         for trial in 0..scenario.trials {
             let trace_rel = format!("traces/{}/trial-{trial:04}.json", scenario.id);
@@ -588,6 +609,38 @@ fn summarise_scenario(
         })
         .collect();
     result.verdict = result.verdicts.iter().map(|v| v.verdict).max();
+    result.known_anomaly = covering_anomaly(result, &suite.anomalies).map(|a| a.id.clone());
+}
+
+/// The open anomaly that covers `result`'s FAIL: it names the scenario and every requirement
+/// the scenario fails.
+fn covering_anomaly<'a>(
+    result: &ScenarioResult,
+    anomalies: &'a [crate::scenario::KnownAnomaly],
+) -> Option<&'a crate::scenario::KnownAnomaly> {
+    if result.verdict != Some(Verdict::Fail) {
+        return None;
+    }
+    anomalies.iter().find(|a| {
+        a.status == crate::scenario::AnomalyStatus::Open
+            && a.scenarios.contains(&result.id)
+            && result
+                .verdicts
+                .iter()
+                .filter(|v| v.verdict == Verdict::Fail)
+                .all(|v| a.requirements.contains(&v.requirement))
+    })
+}
+
+/// Records `--accept-known-anomalies` in the run's `results.json` (rewritten atomically): the
+/// exit code then ignores the FAILs open anomalies cover, and nothing else.
+pub fn accept_known_anomalies(
+    run_dir: &Path,
+    results: &mut RunResults,
+    requirements: &crate::scenario::Requirements,
+) -> Result<(), RunError> {
+    results.accept_known_anomalies = true;
+    write_results(&run_dir.join(RESULTS_FILE), results, requirements)
 }
 
 fn write_results(
@@ -633,7 +686,34 @@ fn write_results(
     } else {
         Some(Verdict::Incomplete)
     };
+    summary.known_anomaly_fails = results
+        .scenarios
+        .iter()
+        .filter(|s| s.known_anomaly.is_some())
+        .count();
+    summary.stale_anomalies = stale_anomalies(results);
     summary.exit_code = exit_code(summary.verdict);
+    if results.complete && results.accept_known_anomalies {
+        // The verdict each scenario would have without the FAILs its anomaly covers.
+        let accepted = results
+            .scenarios
+            .iter()
+            .filter_map(|s| match &s.known_anomaly {
+                Some(_) => s
+                    .verdicts
+                    .iter()
+                    .map(|v| v.verdict)
+                    .filter(|v| *v != Verdict::Fail)
+                    .max()
+                    .or(Some(Verdict::Pass)),
+                None => s.verdict,
+            })
+            .max();
+        summary.exit_code = exit_code(accepted);
+    }
+    if !summary.stale_anomalies.is_empty() && summary.exit_code != EXIT_INCOMPLETE {
+        summary.exit_code = EXIT_FAIL;
+    }
     if let Some(comparison) = &results.baseline_comparison {
         summary.exit_code = comparison.exit_code(summary.exit_code);
     }
@@ -644,6 +724,29 @@ fn write_results(
     })?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
+}
+
+/// Open anomalies of the register whose scenarios all ran their planned trials in this run
+/// and none of which failed: they no longer reproduce.
+fn stale_anomalies(results: &RunResults) -> Vec<String> {
+    results
+        .known_anomalies
+        .iter()
+        .filter(|a| a.status == crate::scenario::AnomalyStatus::Open)
+        .filter(|a| {
+            let ran: Vec<&ScenarioResult> = a
+                .scenarios
+                .iter()
+                .filter_map(|id| results.scenarios.iter().find(|s| &s.id == id))
+                .collect();
+            ran.len() == a.scenarios.len()
+                && ran
+                    .iter()
+                    .all(|s| s.trials.len() >= s.trials_planned as usize)
+                && ran.iter().all(|s| s.verdict != Some(Verdict::Fail))
+        })
+        .map(|a| a.id.clone())
+        .collect()
 }
 
 /// The exit code for an overall verdict.
@@ -816,6 +919,28 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
         let recorded: usize = results.scenarios.iter().map(|s| s.trials.len()).sum();
         format!(" ({recorded} of {planned} planned trials ran)")
     };
+    for s in results
+        .scenarios
+        .iter()
+        .filter(|s| s.known_anomaly.is_some())
+    {
+        out.push_str(&format!(
+            "FAIL of {} covered by known anomaly {}{}\n",
+            s.id,
+            s.known_anomaly.as_deref().unwrap_or(""),
+            if results.accept_known_anomalies {
+                " (accepted for the exit code: --accept-known-anomalies)"
+            } else {
+                ""
+            }
+        ));
+    }
+    for id in &s.stale_anomalies {
+        out.push_str(&format!(
+            "ERROR: {id} no longer reproduces (its scenarios ran and none failed): close it in {}\n",
+            crate::scenario::ANOMALIES_FILE
+        ));
+    }
     out.push_str(&format!(
         "overall: {}{ran}   evidence: {}\n",
         s.verdict.map_or("NO VERDICT", Verdict::as_str),

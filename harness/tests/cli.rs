@@ -367,3 +367,97 @@ fn a_requirement_its_scenario_cannot_exercise_is_inconclusive_not_pass() {
         "{stdout}"
     );
 }
+
+/// A register covering one known failing scenario (AN-0001's case 433618).
+const REGISTER: &str = "format_version: 1
+anomalies:
+  - id: AN-0001
+    title: weak pop at a swing trough
+    scenarios: [fuzz-s1-c433618]
+    requirements: [SR-01, SR-02, SR-03]
+    hazard: HZ-01
+    risk: deep marrow overshoot, 2e-6 of insertions
+    status: open
+";
+
+#[test]
+fn known_anomalies_label_their_fails_and_only_the_flag_lets_the_exit_code_ignore_exactly_those() {
+    let known = |name: &str| {
+        std::fs::read_to_string(repo().join("scenarios/known-anomalies").join(name))
+            .expect("known anomaly scenario")
+    };
+    let (c433618, c608254) = (known("fuzz-s1-c433618.yaml"), known("fuzz-s1-c608254.yaml"));
+    let suite = scratch_suite(
+        &shipped_requirements(),
+        &[
+            ("adult.yaml", ADULT),
+            ("c433618.yaml", &c433618),
+            ("anomalies.yaml", REGISTER),
+        ],
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", ".", "--reports", "reports"];
+        args.extend_from_slice(extra);
+        let out = iohil_in(&args, suite.path());
+        (out.status.code(), text(&out.stdout))
+    };
+    // Without the flag the FAIL counts: exit 1, labelled with its entry.
+    let (code, stdout) = run(&[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL of fuzz-s1-c433618 covered by known anomaly AN-0001"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("overall: FAIL"), "{stdout}");
+    // With it, exactly that FAIL is ignored by the exit code; the verdict stays FAIL.
+    let (code, stdout) = run(&["--accept-known-anomalies"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("overall: FAIL"), "{stdout}");
+    let results =
+        iohil::run::RunResults::read(&suite.path().join("reports/latest/results.json")).unwrap();
+    let s = results
+        .scenarios
+        .iter()
+        .find(|s| s.id == "fuzz-s1-c433618")
+        .unwrap();
+    assert_eq!(s.verdict, Some(iohil::verdict::Verdict::Fail));
+    assert_eq!(s.known_anomaly.as_deref(), Some("AN-0001"));
+    assert!(results.accept_known_anomalies);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(suite.path().join("reports/latest/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["known_anomalies"][0]["anomaly"]["id"], "AN-0001");
+    assert!(
+        std::fs::read_to_string(suite.path().join("reports/latest/report.html"))
+            .unwrap()
+            .contains("Known residual anomalies")
+    );
+
+    // A FAIL the register does not cover still fails the run, flag or not.
+    std::fs::write(suite.path().join("c608254.yaml"), &c608254).unwrap();
+    let (code, stdout) = run(&["--accept-known-anomalies"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    std::fs::remove_file(suite.path().join("c608254.yaml")).unwrap();
+
+    // An open entry whose scenarios all ran and none failed is an error: close it.
+    let stale = format!(
+        "{REGISTER}  - id: AN-0002\n    title: adult\n    scenarios: [adult]\n    requirements: [SR-01]\n    hazard: HZ-01\n    risk: none\n    status: open\n"
+    );
+    std::fs::write(suite.path().join("anomalies.yaml"), stale).unwrap();
+    let (code, stdout) = run(&["--accept-known-anomalies"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("AN-0002 no longer reproduces"), "{stdout}");
+
+    // A register with an unknown requirement is an input error with its location.
+    std::fs::write(
+        suite.path().join("anomalies.yaml"),
+        REGISTER.replace("[SR-01, SR-02, SR-03]", "[SR-01, SR-2]"),
+    )
+    .unwrap();
+    let out = iohil_in(&["check", "."], suite.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("anomalies.yaml:6:"), "{stderr}");
+    assert!(stderr.contains("unknown requirement `SR-2`"), "{stderr}");
+}

@@ -182,7 +182,7 @@ fn run_writes_every_view_and_a_manifest() {
         "Identification and provenance",
         "Acceptance criteria (stated before execution)",
         "Traceability matrix",
-        "Firmware faults, anomalies and INCONCLUSIVE verdicts",
+        "Firmware faults, anomalies, INCONCLUSIVE verdicts and known residual anomalies",
         "Evidence manifest",
     ] {
         assert!(html.contains(section), "{section}");

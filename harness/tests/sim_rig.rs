@@ -76,6 +76,11 @@ fn shipped_suite_passes_on_the_sim_rig_and_writes_evidence() {
     let reports = tempfile::tempdir().expect("tempdir");
     let results = run(&suite, &mut SimRig::default(), reports.path(), "suite");
     for s in &results.scenarios {
+        if s.known_anomaly.is_some() {
+            // A registered FAIL (known_anomalies.rs holds it to its entry).
+            assert!(s.source.path.starts_with("known-anomalies"), "{}", s.id);
+            continue;
+        }
         for v in &s.verdicts {
             assert_eq!(
                 v.verdict,
@@ -88,7 +93,14 @@ fn shipped_suite_passes_on_the_sim_rig_and_writes_evidence() {
         }
         assert_eq!(s.trials.len() as u32, s.trials_planned);
     }
-    assert_eq!(results.summary.exit_code, 0);
+    // Exit code 1 only for the registered FAILs (0 with --accept-known-anomalies).
+    let expected = if results.summary.known_anomaly_fails > 0 {
+        1
+    } else {
+        0
+    };
+    assert_eq!(results.summary.exit_code, expected);
+    assert!(results.summary.stale_anomalies.is_empty());
     assert!(results.complete);
     // Every trial's trace is on disk with the recorded hash.
     let run_dir = reports.path().join("suite");
@@ -606,10 +618,12 @@ fn results_are_on_disk_after_every_trial() {
 }
 
 /// One test per shipped scenario file: it loads, runs on the sim rig, and every verdict passes.
+/// The known residual anomalies (`scenarios/known-anomalies/`, which must keep failing under
+/// their register entry) are `known_anomalies.rs`'s.
 #[rstest::rstest]
 fn each_shipped_scenario_passes(
     #[files("../scenarios/**/*.yaml")]
-    #[exclude("requirements.yaml|profiles.yaml|tolerances.yaml")]
+    #[exclude("requirements.yaml|profiles.yaml|tolerances.yaml|anomalies.yaml|known-anomalies/")]
     path: PathBuf,
 ) {
     let suite = match load_suite(std::slice::from_ref(&path)) {

@@ -39,7 +39,7 @@ fn is_scenario_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !matches!(
         name,
-        "requirements.yaml" | "profiles.yaml" | "tolerances.yaml"
+        "requirements.yaml" | "profiles.yaml" | "tolerances.yaml" | "anomalies.yaml"
     )
 }
 

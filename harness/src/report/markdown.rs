@@ -63,9 +63,31 @@ pub fn render(report: &Report) -> String {
                 cell(&sc.id),
                 sc.trials_run,
                 sc.trials_planned,
-                verdict_name(sc.verdict),
+                match &sc.known_anomaly {
+                    Some(id) => format!("{} ({})", verdict_name(sc.verdict), cell(id)),
+                    None => verdict_name(sc.verdict).to_owned(),
+                },
                 latency,
                 cell(&not_passed.join(", "))
+            ));
+        }
+        md.push('\n');
+    }
+    if !report.known_anomalies.is_empty() {
+        md.push_str("Known residual anomalies (`anomalies.yaml`):\n\n");
+        for k in &report.known_anomalies {
+            md.push_str(&format!(
+                "- {} ({:?}, {}, {}): {}{}\n",
+                cell(&k.anomaly.id),
+                k.anomaly.status,
+                cell(&k.anomaly.hazard),
+                cell(&k.anomaly.requirements.join(", ")),
+                cell(&k.anomaly.title),
+                if k.stale {
+                    " **NO LONGER REPRODUCES: close it**"
+                } else {
+                    ""
+                }
             ));
         }
         md.push('\n');

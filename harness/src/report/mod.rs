@@ -88,6 +88,9 @@ pub struct Report {
     pub scenarios: Vec<ScenarioSection>,
     /// Every firmware fault, rig anomaly and INCONCLUSIVE verdict, with its cause.
     pub anomalies: Vec<Anomaly>,
+    /// The suite's known residual anomaly register, each entry with what this run showed.
+    #[serde(default)]
+    pub known_anomalies: Vec<KnownAnomalyRow>,
     /// The fuzz campaign, when the run directory holds one.
     pub fuzz: Option<FuzzSection>,
     /// Baseline comparison, when the run had one.
@@ -195,6 +198,9 @@ pub struct TrialRow {
 pub struct ScenarioSection {
     /// ID.
     pub id: String,
+    /// The open known anomaly covering this scenario's FAIL.
+    #[serde(default)]
+    pub known_anomaly: Option<String>,
     /// Title.
     pub title: String,
     /// Source file and hash.
@@ -400,6 +406,7 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                 traceability: Vec::new(),
                 scenarios: Vec::new(),
                 anomalies: Vec::new(),
+                known_anomalies: Vec::new(),
                 fuzz: fuzz_section,
                 baseline: None,
                 evidence,
@@ -547,6 +554,22 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
             "RUN ABORTED: {reason}.{safe_state} The trials recorded before the abort are kept"
         ));
     }
+    if results.summary.known_anomaly_fails > 0 {
+        notes.push(format!(
+            "{} scenario FAIL(s) covered by an open known anomaly (section 8); they stay FAIL{}",
+            results.summary.known_anomaly_fails,
+            if results.accept_known_anomalies {
+                ", and the exit code ignores them (--accept-known-anomalies)"
+            } else {
+                ""
+            }
+        ));
+    }
+    for id in &results.summary.stale_anomalies {
+        notes.push(format!(
+            "ERROR: known anomaly {id} no longer reproduces (its scenarios ran and none failed): close it"
+        ));
+    }
     if results.summary.fail > 0 {
         notes.push(format!(
             "{} requirement verdict(s) FAIL",
@@ -626,10 +649,45 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         traceability,
         scenarios,
         anomalies,
+        known_anomalies: known_anomaly_rows(&results),
         fuzz: fuzz_section,
         baseline: results.baseline_comparison.clone(),
         evidence,
     })
+}
+
+/// One entry of the known anomaly register with what this run showed of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownAnomalyRow {
+    /// The entry as registered.
+    pub anomaly: crate::scenario::KnownAnomaly,
+    /// Its scenarios and their verdicts in this run (`None`: not in this run).
+    pub scenarios: Vec<(String, Option<Verdict>)>,
+    /// Open, its scenarios all ran and none failed: the register is out of date.
+    pub stale: bool,
+}
+
+fn known_anomaly_rows(results: &RunResults) -> Vec<KnownAnomalyRow> {
+    results
+        .known_anomalies
+        .iter()
+        .map(|a| KnownAnomalyRow {
+            anomaly: a.clone(),
+            scenarios: a
+                .scenarios
+                .iter()
+                .map(|id| {
+                    let verdict = results
+                        .scenarios
+                        .iter()
+                        .find(|s| &s.id == id)
+                        .and_then(|s| s.verdict);
+                    (id.clone(), verdict)
+                })
+                .collect(),
+            stale: results.summary.stale_anomalies.contains(&a.id),
+        })
+        .collect()
 }
 
 fn planned_trials(results: &RunResults) -> u64 {
@@ -778,6 +836,7 @@ fn scenario_section(
             trials_planned: scenario.trials_planned,
             trials_run: scenario.trials.len(),
             seed: scenario.seed,
+            known_anomaly: scenario.known_anomaly.clone(),
             verdict: scenario.verdict,
             requirements: scenario.verdicts.clone(),
             statistics,

@@ -30,7 +30,8 @@ use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 use super::model::{BoneSpec, LayerSpec, Population, RampTarget, ScenarioFile};
 use super::{
     Battery, Bone, Hazard, Layer, Limit, Operator, Oscillation, PushStep, Ramp, Requirement,
-    Requirements, Scenario, Sensor, Source, PROFILES_FILE, REQUIREMENTS_FILE, TOLERANCES_FILE,
+    Requirements, Scenario, Sensor, Source, ANOMALIES_FILE, PROFILES_FILE, REQUIREMENTS_FILE,
+    TOLERANCES_FILE,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +496,8 @@ pub struct Suite {
     pub profiles: Profiles,
     /// Scenarios, sorted by file path.
     pub scenarios: Vec<Scenario>,
+    /// The known residual anomaly register (`anomalies.yaml` at the root), empty without one.
+    pub anomalies: Vec<super::KnownAnomaly>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,16 +862,111 @@ pub fn load_suite(paths: &[PathBuf]) -> Result<Suite, LoadError> {
         out.extend(by_position(sink));
     }
 
-    if out.is_empty() {
-        Ok(Suite {
-            root,
-            requirements,
-            profiles,
-            scenarios,
-        })
-    } else {
-        Err(LoadError::new(out))
+    if !out.is_empty() {
+        return Err(LoadError::new(out));
     }
+    let register = root.join(super::ANOMALIES_FILE);
+    let anomalies = if register.is_file() {
+        load_anomalies(&register, &requirements)?
+    } else {
+        Vec::new()
+    };
+    Ok(Suite {
+        root,
+        requirements,
+        profiles,
+        scenarios,
+        anomalies,
+    })
+}
+
+/// Loads and validates a known anomaly register against the suite's requirements: IDs
+/// `AN-nnnn` and unique, requirements and hazard defined, at least one scenario, a risk
+/// evaluation. Whether its scenarios exist is checked by the run that has them.
+pub fn load_anomalies(
+    path: &Path,
+    requirements: &Requirements,
+) -> Result<Vec<super::KnownAnomaly>, LoadError> {
+    let register: super::AnomalyRegister = load_yaml_file(
+        path,
+        "anomaly register",
+        |r: &super::AnomalyRegister, problem| {
+            if r.format_version != 1 {
+                problem(
+                    "format_version",
+                    format!("format_version {} is not supported", r.format_version),
+                    Some("this harness reads format_version 1".into()),
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, a) in r.anomalies.iter().enumerate() {
+                let at = format!("anomalies[{i}]");
+                let well_formed = a.id.len() == 7
+                    && a.id.starts_with("AN-")
+                    && a.id[3..].bytes().all(|b| b.is_ascii_digit());
+                if !well_formed {
+                    problem(
+                        &format!("{at}.id"),
+                        format!("anomaly id `{}` is not `AN-` and four digits", a.id),
+                        Some("e.g. `AN-0001`".into()),
+                    );
+                } else if !seen.insert(a.id.as_str()) {
+                    problem(
+                        &format!("{at}.id"),
+                        format!("duplicate anomaly id `{}`", a.id),
+                        Some("anomaly ids are unique in a register".into()),
+                    );
+                }
+                if a.scenarios.is_empty() {
+                    problem(
+                        &format!("{at}.scenarios"),
+                        "no scenario reproduces it".into(),
+                        Some("an anomaly is registered with the scenarios that show it".into()),
+                    );
+                }
+                if a.requirements.is_empty() {
+                    problem(
+                        &format!("{at}.requirements"),
+                        "no requirement named".into(),
+                        Some("name the requirements it makes those scenarios fail".into()),
+                    );
+                }
+                for (j, id) in a.requirements.iter().enumerate() {
+                    if requirements.get(id).is_none() {
+                        let known = requirements.requirements.iter().map(|r| r.id.as_str());
+                        problem(
+                            &format!("{at}.requirements[{j}]"),
+                            format!("unknown requirement `{id}`"),
+                            Some(format!(
+                                "{}requirements: {}",
+                                did_you_mean(id, known.clone())
+                                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                                backticked(known)
+                            )),
+                        );
+                    }
+                }
+                if !requirements.hazards.iter().any(|h| h.id == a.hazard) {
+                    problem(
+                        &format!("{at}.hazard"),
+                        format!("unknown hazard `{}`", a.hazard),
+                        Some(format!(
+                            "hazards: {}",
+                            backticked(requirements.hazards.iter().map(|h| h.id.as_str()))
+                        )),
+                    );
+                }
+                if a.risk.trim().is_empty() {
+                    problem(
+                        &format!("{at}.risk"),
+                        "no risk evaluation".into(),
+                        Some("say what happens, how likely (with the evidence) and why it is accepted".into()),
+                    );
+                }
+            }
+        },
+    )?;
+    Ok(register.anomalies)
 }
 
 /// Loads a single scenario text against given requirements and profiles (used by tests and by
@@ -968,7 +1066,13 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), (PathBuf, st
         let name = name.to_string_lossy();
         let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
         if yaml
-            && ![REQUIREMENTS_FILE, PROFILES_FILE, TOLERANCES_FILE].contains(&name.as_ref())
+            && ![
+                REQUIREMENTS_FILE,
+                PROFILES_FILE,
+                TOLERANCES_FILE,
+                ANOMALIES_FILE,
+            ]
+            .contains(&name.as_ref())
             && path.is_file()
         {
             files.push(path);

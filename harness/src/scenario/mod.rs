@@ -20,6 +20,49 @@ pub const REQUIREMENTS_FILE: &str = "requirements.yaml";
 pub const PROFILES_FILE: &str = "profiles.yaml";
 /// File name of the baseline comparison tolerances at the root of a scenario suite.
 pub const TOLERANCES_FILE: &str = "tolerances.yaml";
+/// File name of the known residual anomaly register at the root of a scenario suite.
+pub const ANOMALIES_FILE: &str = "anomalies.yaml";
+
+/// Whether a known anomaly is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyStatus {
+    /// The anomaly reproduces and is accepted with its risk evaluation.
+    Open,
+    /// Fixed; kept for the record. Its scenarios are held to their requirements again.
+    Closed,
+}
+
+/// One entry of the known residual anomaly register (`anomalies.yaml`, IEC 62304 5.8): a
+/// failure the project knows, keeps reproducing and has evaluated, rather than one it hides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnownAnomaly {
+    /// ID, `AN-` and four digits.
+    pub id: String,
+    /// Short title.
+    pub title: String,
+    /// Scenario IDs that reproduce it.
+    pub scenarios: Vec<String>,
+    /// Requirements those scenarios fail because of it; a FAIL of any other is not covered.
+    pub requirements: Vec<String>,
+    /// Hazard it contributes to (an ID of the requirements file).
+    pub hazard: String,
+    /// Risk evaluation: what happens, how likely (with the evidence), why it is accepted.
+    pub risk: String,
+    /// Open or closed.
+    pub status: AnomalyStatus,
+}
+
+/// The register file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyRegister {
+    /// Version of this file format; only 1 exists.
+    pub format_version: u32,
+    /// The entries.
+    pub anomalies: Vec<KnownAnomaly>,
+}
 
 /// Mechanical parameters of one bone layer, resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -416,6 +416,10 @@ pub struct FuzzFailure {
     pub scenario_yaml: String,
     /// Where the scenario was written, when promoted.
     pub scenario_file: Option<PathBuf>,
+    /// The open known anomaly of the suite's register that already keeps this case (its
+    /// scenario `fuzz-s<seed>-c<index>` is registered and names every requirement it fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_anomaly: Option<String>,
     /// The minimal case's parameters.
     pub case: FuzzCase,
 }
@@ -709,6 +713,13 @@ impl FuzzResults {
             if let Some(path) = &f.scenario_file {
                 let _ = writeln!(out, "  regression scenario: {}", path.display());
             }
+            if let Some(id) = &f.known_anomaly {
+                let _ = writeln!(
+                    out,
+                    "  known anomaly {id}: kept as scenario fuzz-s{}-c{} of its register entry (still a FAIL)",
+                    self.seed, f.index
+                );
+            }
         }
         out
     }
@@ -980,6 +991,7 @@ pub fn run_campaign(
                             scenario_yaml: scenario_yaml(&minimal, campaign.profiles, &id, &title, &description, case_seed(campaign.seed, index))
                                 .unwrap_or_default(),
                             scenario_file: None,
+                            known_anomaly: None,
                             case: minimal,
                         }
                     });
@@ -1070,14 +1082,39 @@ pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     Ok((k, n))
 }
 
+/// Labels each failure an open entry of the known anomaly register already keeps: the entry
+/// names the case's scenario (`fuzz-s<seed>-c<index>`) and every requirement the case fails.
+/// The failure still fails the campaign.
+pub fn label_known_anomalies(
+    results: &mut FuzzResults,
+    anomalies: &[crate::scenario::KnownAnomaly],
+) {
+    let seed = results.seed;
+    for failure in &mut results.failures {
+        let id = format!("fuzz-s{seed}-c{}", failure.index);
+        failure.known_anomaly = anomalies
+            .iter()
+            .find(|a| {
+                a.status == crate::scenario::AnomalyStatus::Open
+                    && a.scenarios.contains(&id)
+                    && failure
+                        .requirements
+                        .iter()
+                        .all(|r| a.requirements.contains(r))
+            })
+            .map(|a| a.id.clone());
+    }
+}
+
 /// Writes each counted failure's minimal case as a scenario file under `dir` (atomically) and
 /// records the path; premature stops with push variation only when they exceed SR-05's
-/// allowance. Returns the files written.
+/// allowance; not a failure a known anomaly already keeps (its scenario is in the suite, and a
+/// second file with the same id would make the suite fail to load). Returns the files written.
 pub fn promote(results: &mut FuzzResults, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let sr05_failed = results.failing_requirements.iter().any(|r| r == "SR-05");
     for failure in &mut results.failures {
-        if !failure.counted() && !sr05_failed {
+        if (!failure.counted() && !sr05_failed) || failure.known_anomaly.is_some() {
             continue;
         }
         let id = format!("fuzz-s{}-c{}", results.seed, failure.index);

@@ -621,6 +621,21 @@ fn suite_data(
     }
 }
 
+/// The suite's known anomaly register (empty without one).
+fn known_anomalies(
+    root: &std::path::Path,
+    requirements: &iohil::scenario::Requirements,
+) -> Result<Vec<iohil::scenario::KnownAnomaly>, i32> {
+    let path = root.join(iohil::scenario::ANOMALIES_FILE);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    iohil::scenario::load::load_anomalies(&path, requirements).map_err(|e| {
+        report_diagnostic(&e);
+        EXIT_USAGE
+    })
+}
+
 fn fuzz(options: FuzzOptions) -> i32 {
     let (requirements, profiles) = match suite_data(&options.suite) {
         Ok(data) => data,
@@ -674,6 +689,10 @@ fn fuzz(options: FuzzOptions) -> i32 {
         results.cases.len() as f64 / elapsed.max(1e-9),
         campaign.jobs
     );
+    match known_anomalies(&options.suite, &requirements) {
+        Ok(anomalies) => iohil::fuzz::label_known_anomalies(&mut results, &anomalies),
+        Err(code) => return code,
+    }
     if let Some(dir) = &options.promote {
         if let Err(error) = iohil::fuzz::promote(&mut results, dir) {
             eprintln!(
@@ -731,13 +750,17 @@ fn fuzz_merge(parts: &[PathBuf], suite: &std::path::Path, evidence: EvidenceArgs
             }
         }
     }
-    let merged = match iohil::fuzz::merge(loaded, &requirements) {
+    let mut merged = match iohil::fuzz::merge(loaded, &requirements) {
         Ok(merged) => merged,
         Err(error) => {
             eprintln!("error: {error}");
             return EXIT_USAGE;
         }
     };
+    match known_anomalies(suite, &requirements) {
+        Ok(anomalies) => iohil::fuzz::label_known_anomalies(&mut merged, &anomalies),
+        Err(code) => return code,
+    }
     let run_id = evidence.run_id.unwrap_or_else(iohil::run::new_run_id);
     report_fuzz(&merged, &evidence.reports, &run_id)
 }

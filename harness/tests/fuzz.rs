@@ -204,3 +204,58 @@ fn a_time_budget_stops_the_campaign_and_says_so() {
         results.text()
     );
 }
+
+#[test]
+fn a_failure_a_known_anomaly_keeps_is_labelled_still_fails_and_is_not_promoted_twice() {
+    use iohil::fuzz::label_known_anomalies;
+    use iohil::scenario::{AnomalyStatus, KnownAnomaly};
+    let data = suite_data();
+    let weak = Config {
+        drop_percent: 45,
+        ..Config::LEGACY
+    };
+    let mut results = campaign(&data, weak, 24, (1, 1), 2);
+    let failure = results
+        .failures
+        .iter()
+        .find(|f| f.counted())
+        .expect("a counted failure")
+        .clone();
+    let entry = |requirements: Vec<String>| KnownAnomaly {
+        id: "AN-0009".to_owned(),
+        title: "test".to_owned(),
+        scenarios: vec![format!("fuzz-s1-c{}", failure.index)],
+        requirements,
+        hazard: "HZ-01".to_owned(),
+        risk: "test".to_owned(),
+        status: AnomalyStatus::Open,
+    };
+    // An entry that does not name every requirement the case fails does not cover it.
+    let partial: Vec<String> = failure.requirements.iter().skip(1).cloned().collect();
+    label_known_anomalies(&mut results, &[entry(partial)]);
+    assert!(results.failures.iter().all(|f| f.known_anomaly.is_none()));
+    // One that does labels exactly that case; the campaign still fails.
+    label_known_anomalies(&mut results, &[entry(failure.requirements.clone())]);
+    let labelled: Vec<u64> = results
+        .failures
+        .iter()
+        .filter(|f| f.known_anomaly.is_some())
+        .map(|f| f.index)
+        .collect();
+    assert_eq!(labelled, vec![failure.index]);
+    assert!(results.failed());
+    assert!(
+        results.text().contains("known anomaly AN-0009"),
+        "{}",
+        results.text()
+    );
+    // Its scenario is already in the suite: promotion skips it and writes the others.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = promote(&mut results, dir.path()).expect("promote");
+    let counted = results.failures.iter().filter(|f| f.counted()).count();
+    assert_eq!(written.len(), counted - 1);
+    assert!(!dir
+        .path()
+        .join(format!("fuzz-s1-c{}.yaml", failure.index))
+        .exists());
+}

@@ -21,6 +21,7 @@ pub mod scenario;
 pub mod snapshot;
 pub mod telemetry;
 pub mod trace;
+pub mod validate;
 pub mod verdict;
 
 use sha2::{Digest, Sha256};

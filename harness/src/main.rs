@@ -112,6 +112,25 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Tool validation: run firmware with known defects and check that each is caught by the
+    /// requirement expected to catch it, against the shipped firmware as control; writes
+    /// validation.json and validation.md (exit 0 every defect caught, 1 not, 2 bad input).
+    Validate {
+        /// Suite whose scenarios the defects run on.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        /// The shipped board ELF (the control of the emu defects); without it, sim only.
+        #[arg(long)]
+        elf: Option<PathBuf>,
+        /// The broken-detector test build (build.sh --broken-detector).
+        #[arg(long, requires = "elf")]
+        elf_broken: Option<PathBuf>,
+        /// The panicking test build (build.sh --test-panic).
+        #[arg(long, requires = "elf")]
+        elf_panic: Option<PathBuf>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
+    },
     /// Merge the fuzz.json of the shards of one campaign into one result.
     FuzzMerge {
         /// fuzz.json files or run directories, one per shard.
@@ -289,6 +308,19 @@ fn main() -> ExitCode {
             output,
         }) => accept(&run, reason, by, output),
         Command::Check { paths } => check(paths),
+        Command::Validate {
+            suite,
+            elf,
+            elf_broken,
+            elf_panic,
+            evidence,
+        } => validate(
+            &suite,
+            elf.as_deref(),
+            elf_broken.as_deref(),
+            elf_panic.as_deref(),
+            evidence,
+        ),
         Command::Fuzz {
             cases,
             seed,
@@ -619,6 +651,46 @@ fn suite_data(
             Err(EXIT_USAGE)
         }
     }
+}
+
+fn validate(
+    suite: &std::path::Path,
+    elf: Option<&std::path::Path>,
+    broken: Option<&std::path::Path>,
+    panic: Option<&std::path::Path>,
+    evidence: EvidenceArgs,
+) -> i32 {
+    let defects = iohil::validate::known_defects(elf, broken, panic);
+    let run_id = evidence.run_id.unwrap_or_else(iohil::run::new_run_id);
+    let dir = evidence.reports.join(&run_id);
+    let validation = match iohil::validate::validate(suite, &defects, &dir) {
+        Ok(v) => v,
+        Err(error) => {
+            eprintln!("error: {error}");
+            eprintln!("hint: --suite names the scenario suite root (default scenarios/); ELFs come from firmware-under-test/board/build.sh");
+            return EXIT_USAGE;
+        }
+    };
+    let markdown = validation.markdown();
+    print!("{markdown}");
+    let json = match serde_json::to_vec_pretty(&validation) {
+        Ok(json) => json,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    for (name, bytes) in [
+        ("validation.json", json.as_slice()),
+        ("validation.md", markdown.as_bytes()),
+    ] {
+        if let Err(error) = iohil::run::write_atomic(&dir.join(name), bytes) {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    }
+    println!("evidence: {}", dir.display());
+    i32::from(!validation.passed)
 }
 
 /// The suite's known anomaly register (empty without one).

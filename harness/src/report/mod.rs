@@ -91,6 +91,9 @@ pub struct Report {
     /// The suite's known residual anomaly register, each entry with what this run showed.
     #[serde(default)]
     pub known_anomalies: Vec<KnownAnomalyRow>,
+    /// The exit code ignored the FAILs open entries cover (`--accept-known-anomalies`).
+    #[serde(default)]
+    pub accept_known_anomalies: bool,
     /// The fuzz campaign, when the run directory holds one.
     pub fuzz: Option<FuzzSection>,
     /// Baseline comparison, when the run had one.
@@ -407,6 +410,7 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                 scenarios: Vec::new(),
                 anomalies: Vec::new(),
                 known_anomalies: Vec::new(),
+                accept_known_anomalies: false,
                 fuzz: fuzz_section,
                 baseline: None,
                 evidence,
@@ -650,6 +654,7 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         scenarios,
         anomalies,
         known_anomalies: known_anomaly_rows(&results),
+        accept_known_anomalies: results.accept_known_anomalies,
         fuzz: fuzz_section,
         baseline: results.baseline_comparison.clone(),
         evidence,

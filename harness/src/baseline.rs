@@ -219,12 +219,6 @@ pub fn metric_unit(metric: &str) -> Option<&'static str> {
     })
 }
 
-/// "did you mean `x`? " for the closest of `candidates`, or nothing.
-fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    crate::scenario::load::did_you_mean(input, candidates)
-        .map_or(String::new(), |s| format!("did you mean `{s}`? "))
-}
-
 /// Statistic names a tolerance file may compare.
 const STATISTIC_NAMES: &[&str] = &["mean", "max", "min", "p95", "p99"];
 
@@ -256,7 +250,7 @@ pub fn load_tolerances(path: &Path) -> Result<Tolerances, BaselineError> {
                     format!("unknown statistic `{name}`"),
                     Some(format!(
                         "{}known: {}",
-                        suggest(name, STATISTIC_NAMES.iter().copied()),
+                        crate::scenario::load::suggestion(name, STATISTIC_NAMES.iter().copied()),
                         STATISTIC_NAMES.join(", ")
                     )),
                 );
@@ -271,7 +265,7 @@ pub fn load_tolerances(path: &Path) -> Result<Tolerances, BaselineError> {
                     format!("unknown metric `{name}`"),
                     Some(format!(
                         "{}metrics in results.json statistics: {}",
-                        suggest(name, names.iter().copied()),
+                        crate::scenario::load::suggestion(name, names.iter().copied()),
                         names.join(", ")
                     )),
                 );
@@ -303,7 +297,7 @@ pub fn load_tolerances(path: &Path) -> Result<Tolerances, BaselineError> {
                         format!("unknown requirement `{id}`"),
                         Some(format!(
                             "{}requirements the harness evaluates: {}",
-                            suggest(id, known.iter().copied()),
+                            crate::scenario::load::suggestion(id, known.iter().copied()),
                             known.join(", ")
                         )),
                     );

@@ -939,8 +939,7 @@ pub fn load_anomalies(
                             format!("unknown requirement `{id}`"),
                             Some(format!(
                                 "{}requirements: {}",
-                                did_you_mean(id, known.clone())
-                                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                                suggestion(id, known.clone()),
                                 backticked(known)
                             )),
                         );
@@ -1835,6 +1834,12 @@ fn backticked<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// "did you mean `x`? " for the closest of `candidates` (see [`did_you_mean`]), or nothing:
+/// the start of a hint.
+pub(crate) fn suggestion<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(input, candidates).map_or(String::new(), |s| format!("did you mean `{s}`? "))
+}
+
 /// The candidate closest to `input`, if one is clearly the closest and close enough.
 pub(crate) fn did_you_mean<'a>(
     input: &str,
@@ -2266,8 +2271,7 @@ fn check_scenario(
     for (i, id) in file.verifies.iter().enumerate() {
         if requirements.get(id).is_none() {
             let suggestion =
-                did_you_mean(id, requirements.requirements.iter().map(|r| r.id.as_str()))
-                    .map_or(String::new(), |s| format!("did you mean `{s}`? "));
+                suggestion(id, requirements.requirements.iter().map(|r| r.id.as_str()));
             c.push(
                 &format!("verifies[{i}]"),
                 format!("unknown requirement `{id}`"),
@@ -2289,8 +2293,7 @@ fn check_scenario(
     let bone = match &file.bone.profile {
         Some(name) => match profiles.get(name) {
             None => {
-                let suggestion = did_you_mean(name, profiles.names())
-                    .map_or(String::new(), |s| format!("did you mean `{s}`? "));
+                let suggestion = suggestion(name, profiles.names());
                 c.push(
                     "bone.profile",
                     format!("unknown profile `{name}`"),
@@ -2580,8 +2583,7 @@ fn check_limits(c: &mut Checker<'_>, path: &str, id: &str, limits: &BTreeMap<Str
             format!("the harness has no check for requirement `{id}`"),
             Some(format!(
                 "{}requirements it evaluates: {}",
-                did_you_mean(id, known_ids.iter().copied())
-                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                suggestion(id, known_ids.iter().copied()),
                 backticked(known_ids.iter().copied())
             )),
         );
@@ -2610,8 +2612,7 @@ fn check_limits(c: &mut Checker<'_>, path: &str, id: &str, limits: &BTreeMap<Str
                 format!("unknown limit `{name}` for {id}"),
                 Some(format!(
                     "{}the evaluator reads {} for {id}",
-                    did_you_mean(name, names())
-                        .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+                    suggestion(name, names()),
                     backticked(names())
                 )),
             );
@@ -2708,8 +2709,7 @@ fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Req
         let path = format!("requirements[{i}]");
         check_id(&mut c, &format!("{path}.id"), &r.id, "requirement id");
         if !file.hazards.iter().any(|h| h.id == r.hazard) {
-            let suggestion = did_you_mean(&r.hazard, file.hazards.iter().map(|h| h.id.as_str()))
-                .map_or(String::new(), |s| format!("did you mean `{s}`? "));
+            let suggestion = suggestion(&r.hazard, file.hazards.iter().map(|h| h.id.as_str()));
             c.push(
                 &format!("{path}.hazard"),
                 format!("unknown hazard `{}`", r.hazard),
@@ -2732,8 +2732,7 @@ fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Req
         }
         for (j, rig) in r.rigs.iter().enumerate() {
             if !RIGS.contains(&rig.as_str()) {
-                let suggestion = did_you_mean(rig, RIGS)
-                    .map_or(String::new(), |s| format!("did you mean `{s}`? "));
+                let suggestion = suggestion(rig, RIGS);
                 c.push(
                     &format!("{path}.rigs[{j}]"),
                     format!("unknown rig `{rig}`"),

@@ -288,9 +288,7 @@ pub fn load_tolerances(path: &Path) -> Result<Tolerances, BaselineError> {
                 );
             }
             if let Some(id) = &tolerance.requirement {
-                let mut known: Vec<&str> =
-                    crate::verdict::LIMIT_RULES.iter().map(|r| r.requirement).collect();
-                known.dedup();
+                let known = crate::verdict::evaluated_requirements();
                 if !known.contains(&id.as_str()) {
                     problem(
                         &format!("{at}.requirement"),

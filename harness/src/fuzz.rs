@@ -716,8 +716,8 @@ impl FuzzResults {
             if let Some(id) = &f.known_anomaly {
                 let _ = writeln!(
                     out,
-                    "  known anomaly {id}: kept as scenario fuzz-s{}-c{} of its register entry (still a FAIL)",
-                    self.seed, f.index
+                    "  known anomaly {id}: kept as scenario {} of its register entry (still a FAIL)",
+                    case_scenario_id(self.seed, f.index)
                 );
             }
         }
@@ -973,7 +973,7 @@ pub fn run_campaign(
                         } else {
                             format!("shrunk in {shrink_steps} steps")
                         };
-                        let id = format!("fuzz-s{}-c{index}", campaign.seed);
+                        let id = case_scenario_id(campaign.seed, index);
                         let title = format!("{}: {}", describe(&minimal, campaign.profiles), minimal_record.failed.join(", "));
                         let description = format!(
                             "Found by iohil fuzz, seed {}, case {index}, {how}. {}",
@@ -1082,6 +1082,12 @@ pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     Ok((k, n))
 }
 
+/// The scenario ID of case `index` of the campaign with seed `seed` (its regression file is
+/// `<id>.yaml`).
+pub fn case_scenario_id(seed: u64, index: u64) -> String {
+    format!("fuzz-s{seed}-c{index}")
+}
+
 /// Labels each failure an open entry of the known anomaly register already keeps: the entry
 /// names the case's scenario (`fuzz-s<seed>-c<index>`) and every requirement the case fails.
 /// The failure still fails the campaign.
@@ -1091,17 +1097,10 @@ pub fn label_known_anomalies(
 ) {
     let seed = results.seed;
     for failure in &mut results.failures {
-        let id = format!("fuzz-s{seed}-c{}", failure.index);
+        let id = case_scenario_id(seed, failure.index);
         failure.known_anomaly = anomalies
             .iter()
-            .find(|a| {
-                a.status == crate::scenario::AnomalyStatus::Open
-                    && a.scenarios.contains(&id)
-                    && failure
-                        .requirements
-                        .iter()
-                        .all(|r| a.requirements.contains(r))
-            })
+            .find(|a| a.covers(&id, failure.requirements.iter().map(String::as_str)))
             .map(|a| a.id.clone());
     }
 }
@@ -1117,7 +1116,7 @@ pub fn promote(results: &mut FuzzResults, dir: &Path) -> Result<Vec<PathBuf>, St
         if (!failure.counted() && !sr05_failed) || failure.known_anomaly.is_some() {
             continue;
         }
-        let id = format!("fuzz-s{}-c{}", results.seed, failure.index);
+        let id = case_scenario_id(results.seed, failure.index);
         let path = dir.join(format!("{id}.yaml"));
         crate::run::write_atomic(&path, failure.scenario_yaml.as_bytes())
             .map_err(|e| e.to_string())?;

@@ -430,22 +430,24 @@ pub(crate) fn report_diagnostic(error: &dyn miette::Diagnostic) {
     eprintln!("{out}");
 }
 
+/// Prints a baseline or tolerance-file error: located problems with their source lines and
+/// hints, anything else on one line.
+fn report_baseline_error(error: &iohil::baseline::BaselineError) {
+    match error {
+        iohil::baseline::BaselineError::Input(problems) => report_diagnostic(problems),
+        other => eprintln!("error: {other}"),
+    }
+}
+
 fn check(paths: Vec<PathBuf>) -> i32 {
     match load_suite(&paths) {
         Ok(suite) => {
             // The suite's baseline tolerances, when it has them, are an input like the rest.
             let tolerances = suite.root.join(iohil::scenario::TOLERANCES_FILE);
             if tolerances.is_file() {
-                match load_tolerances(&tolerances) {
-                    Ok(_) => {}
-                    Err(iohil::baseline::BaselineError::Input(error)) => {
-                        report_diagnostic(&error);
-                        return EXIT_USAGE;
-                    }
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        return EXIT_USAGE;
-                    }
+                if let Err(error) = load_tolerances(&tolerances) {
+                    report_baseline_error(&error);
+                    return EXIT_USAGE;
                 }
             }
             println!(
@@ -713,6 +715,11 @@ fn fuzz(options: FuzzOptions) -> i32 {
         Ok(data) => data,
         Err(code) => return code,
     };
+    // Checked before the campaign, like the rest of the suite's input.
+    let anomalies = match known_anomalies(&options.suite, &requirements) {
+        Ok(anomalies) => anomalies,
+        Err(code) => return code,
+    };
     let campaign = iohil::fuzz::Campaign {
         requirements: &requirements,
         profiles: &profiles,
@@ -761,10 +768,7 @@ fn fuzz(options: FuzzOptions) -> i32 {
         results.cases.len() as f64 / elapsed.max(1e-9),
         campaign.jobs
     );
-    match known_anomalies(&options.suite, &requirements) {
-        Ok(anomalies) => iohil::fuzz::label_known_anomalies(&mut results, &anomalies),
-        Err(code) => return code,
-    }
+    iohil::fuzz::label_known_anomalies(&mut results, &anomalies);
     if let Some(dir) = &options.promote {
         if let Err(error) = iohil::fuzz::promote(&mut results, dir) {
             eprintln!(
@@ -877,13 +881,8 @@ fn run(
         .transpose()
     {
         Ok(baseline) => baseline,
-        Err(iohil::baseline::BaselineError::Input(error)) => {
-            report_diagnostic(&error);
-            eprintln!("nothing was run");
-            return EXIT_USAGE;
-        }
         Err(error) => {
-            eprintln!("error: {error}");
+            report_baseline_error(&error);
             eprintln!("nothing was run");
             return EXIT_USAGE;
         }

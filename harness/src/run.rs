@@ -247,6 +247,24 @@ pub struct RunResults {
 }
 
 impl RunResults {
+    /// Trials the run planned (for a run recorded before the plan was stored: what its
+    /// recorded scenarios planned).
+    pub fn planned_trials(&self) -> u64 {
+        if self.planned.is_empty() {
+            return self
+                .scenarios
+                .iter()
+                .map(|s| u64::from(s.trials_planned))
+                .sum();
+        }
+        self.planned.iter().map(|p| u64::from(p.trials)).sum()
+    }
+
+    /// Trials recorded so far.
+    pub fn recorded_trials(&self) -> usize {
+        self.scenarios.iter().map(|s| s.trials.len()).sum()
+    }
+
     /// Reads a `results.json`.
     pub fn read(path: &Path) -> Result<RunResults, RunError> {
         let text = fs::read_to_string(path).map_err(|e| RunError::io("read", path, e))?;
@@ -621,15 +639,14 @@ fn covering_anomaly<'a>(
     if result.verdict != Some(Verdict::Fail) {
         return None;
     }
-    anomalies.iter().find(|a| {
-        a.status == crate::scenario::AnomalyStatus::Open
-            && a.scenarios.contains(&result.id)
-            && result
-                .verdicts
-                .iter()
-                .filter(|v| v.verdict == Verdict::Fail)
-                .all(|v| a.requirements.contains(&v.requirement))
-    })
+    let failed = || {
+        result
+            .verdicts
+            .iter()
+            .filter(|v| v.verdict == Verdict::Fail)
+            .map(|v| v.requirement.as_str())
+    };
+    anomalies.iter().find(|a| a.covers(&result.id, failed()))
 }
 
 /// Records `--accept-known-anomalies` in the run's `results.json` (rewritten atomically): the
@@ -915,9 +932,11 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
     let ran = if results.complete {
         String::new()
     } else {
-        let planned: u64 = results.planned.iter().map(|p| u64::from(p.trials)).sum();
-        let recorded: usize = results.scenarios.iter().map(|s| s.trials.len()).sum();
-        format!(" ({recorded} of {planned} planned trials ran)")
+        format!(
+            " ({} of {} planned trials ran)",
+            results.recorded_trials(),
+            results.planned_trials()
+        )
     };
     for s in results
         .scenarios

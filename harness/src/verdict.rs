@@ -315,7 +315,6 @@ fn crossing_below(t: &[f64], v: &[f64], from: f64, threshold: f64) -> Option<f64
     None
 }
 
-/// Reads a limit, or explains why it is missing.
 /// What values a limit may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -395,6 +394,14 @@ pub const LIMIT_ORDER: &[(&str, &str, &str)] = &[
     ("SR-11", "min_loaded_v", "warn_loaded_v"),
 ];
 
+/// The requirement IDs [`LIMIT_RULES`] covers: the requirements the evaluator checks.
+pub fn evaluated_requirements() -> Vec<&'static str> {
+    let mut ids: Vec<&'static str> = LIMIT_RULES.iter().map(|r| r.requirement).collect();
+    ids.dedup();
+    ids
+}
+
+/// Reads a limit, or explains why it is missing.
 fn limit(req: &Requirement, name: &str) -> Result<f64, String> {
     req.limits
         .get(name)

@@ -540,12 +540,8 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         notes.push(format!(
             "INCOMPLETE RUN: {} of {} planned trials are recorded; the run stopped before its \
              plan was carried out, so it is no evidence that the plan passes",
-            results
-                .scenarios
-                .iter()
-                .map(|s| s.trials.len())
-                .sum::<usize>(),
-            planned_trials(&results)
+            results.recorded_trials(),
+            results.planned_trials()
         ));
     }
     if let Some(reason) = &results.aborted {
@@ -693,18 +689,6 @@ fn known_anomaly_rows(results: &RunResults) -> Vec<KnownAnomalyRow> {
             stale: results.summary.stale_anomalies.contains(&a.id),
         })
         .collect()
-}
-
-fn planned_trials(results: &RunResults) -> u64 {
-    if results.planned.is_empty() {
-        // Runs recorded before the plan was stored: what the recorded scenarios planned.
-        return results
-            .scenarios
-            .iter()
-            .map(|s| u64::from(s.trials_planned))
-            .sum();
-    }
-    results.planned.iter().map(|p| u64::from(p.trials)).sum()
 }
 
 fn now_utc() -> String {

@@ -2576,8 +2576,7 @@ fn check_limits(c: &mut Checker<'_>, path: &str, id: &str, limits: &BTreeMap<Str
     use crate::verdict::{LimitKind, LIMIT_ORDER, LIMIT_RULES};
     let specs: Vec<_> = LIMIT_RULES.iter().filter(|s| s.requirement == id).collect();
     if specs.is_empty() {
-        let mut known_ids: Vec<&str> = LIMIT_RULES.iter().map(|s| s.requirement).collect();
-        known_ids.dedup();
+        let known_ids = crate::verdict::evaluated_requirements();
         c.push(
             &format!("{path}.id"),
             format!("the harness has no check for requirement `{id}`"),

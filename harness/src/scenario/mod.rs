@@ -54,6 +54,18 @@ pub struct KnownAnomaly {
     pub status: AnomalyStatus,
 }
 
+impl KnownAnomaly {
+    /// Whether this entry covers a failure of scenario `scenario` that failed the requirements
+    /// `failed`: it is open, names the scenario, and names every one of them.
+    pub fn covers<'a>(&self, scenario: &str, failed: impl IntoIterator<Item = &'a str>) -> bool {
+        self.status == AnomalyStatus::Open
+            && self.scenarios.iter().any(|s| s == scenario)
+            && failed
+                .into_iter()
+                .all(|r| self.requirements.iter().any(|k| k == r))
+    }
+}
+
 /// The register file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -82,6 +82,20 @@ pub struct AcceptanceCriterion {
     pub statistic: String,
     /// Limits, `name: value unit`.
     pub limits: BTreeMap<String, String>,
+    /// The text's clauses, each checked on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clauses: Vec<AcceptanceClause>,
+}
+
+/// One clause of a requirement as stated before execution, with how the evaluator checks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AcceptanceClause {
+    /// Clause ID, e.g. `SR-07.b`.
+    pub clause: String,
+    /// The clause's text.
+    pub text: String,
+    /// The check the evaluator applies.
+    pub check: String,
 }
 
 /// A scenario in the plan of a run.
@@ -167,6 +181,21 @@ pub struct TraceabilityRow {
     /// Trials that verified it.
     pub trials: usize,
     /// Worst verdict over those scenarios; `None`: not verified by any scenario of this run.
+    pub verdict: Option<Verdict>,
+    /// The matrix down to clauses: per clause, the scenarios that exercised it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clauses: Vec<ClauseTraceRow>,
+}
+
+/// One clause's row of the traceability matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClauseTraceRow {
+    /// Clause ID.
+    pub clause: String,
+    /// Scenarios of this run that exercised the clause, with their verdict for it.
+    pub scenarios: Vec<(String, Verdict)>,
+    /// Worst verdict over those scenarios; `None`: no scenario of this run exercised the clause,
+    /// so it is not verified.
     pub verdict: Option<Verdict>,
 }
 
@@ -433,6 +462,19 @@ pub fn run_suite(
                     .iter()
                     .map(|(name, l)| (name.clone(), format!("{} {}", l.value, l.unit)))
                     .collect(),
+                clauses: r
+                    .clauses
+                    .iter()
+                    .map(|c| AcceptanceClause {
+                        clause: c.id.clone(),
+                        text: c.text.clone(),
+                        check: crate::verdict::CLAUSE_RULES
+                            .iter()
+                            .find(|rule| rule.id == c.id)
+                            .map(|rule| rule.check.to_owned())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
             })
             .collect(),
         hazards: requirements.hazards.clone(),
@@ -520,13 +562,12 @@ pub fn run_suite(
                     verdicts: scenario
                         .verifies
                         .iter()
-                        .map(|id| RequirementVerdict {
-                            requirement: id.clone(),
-                            verdict: Verdict::Inconclusive,
-                            measured: None,
-                            unit: String::new(),
-                            limit: None,
-                            detail: format!("rig fault: {rig_error}"),
+                        .map(|id| {
+                            crate::verdict::rig_fault(
+                                id,
+                                requirements,
+                                &format!("rig fault: {rig_error}"),
+                            )
                         })
                         .collect(),
                     anomalies: vec![rig_error.to_string()],
@@ -684,6 +725,27 @@ fn write_results(
                     .flat_map(|s| s.verdicts.iter().filter(|v| v.requirement == req.id))
                     .map(|v| v.verdict)
                     .max(),
+                clauses: req
+                    .clauses
+                    .iter()
+                    .map(|clause| {
+                        let scenarios: Vec<(String, Verdict)> = verifying
+                            .iter()
+                            .filter_map(|s| {
+                                s.verdicts
+                                    .iter()
+                                    .flat_map(|v| v.clauses.iter())
+                                    .find(|c| c.clause == clause.id && c.exercised)
+                                    .map(|c| (s.id.clone(), c.verdict))
+                            })
+                            .collect();
+                        ClauseTraceRow {
+                            clause: clause.id.clone(),
+                            verdict: scenarios.iter().map(|(_, v)| *v).max(),
+                            scenarios,
+                        }
+                    })
+                    .collect(),
             }
         })
         .collect();

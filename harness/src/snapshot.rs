@@ -124,20 +124,34 @@ pub fn scenario_summary(result: &ScenarioResult, traces: &[Trace]) -> String {
         }
     }
     let _ = writeln!(out, "verdicts:");
+    let decimals = |unit: &str| match unit {
+        "ms" => 1,
+        "s" => 3,
+        _ => 2,
+    };
     for v in &result.verdicts {
-        let decimals = match v.unit.as_str() {
-            "ms" => 1,
-            "s" => 3,
-            _ => 2,
-        };
         let _ = writeln!(
             out,
             "  {} {} {} (limit {})",
             v.requirement,
             v.verdict,
-            opt(v.measured, decimals, &v.unit),
-            opt(v.limit, decimals, &v.unit)
+            opt(v.measured, decimals(&v.unit), &v.unit),
+            opt(v.limit, decimals(&v.unit), &v.unit)
         );
+        for c in &v.clauses {
+            let _ = if c.exercised {
+                writeln!(
+                    out,
+                    "    {} {} {} (limit {})",
+                    c.clause,
+                    c.verdict,
+                    opt(c.measured, decimals(&c.unit), &c.unit),
+                    opt(c.limit, decimals(&c.unit), &c.unit)
+                )
+            } else {
+                writeln!(out, "    {} not exercised", c.clause)
+            };
+        }
     }
     out
 }

@@ -156,6 +156,31 @@ pub struct RequirementVerdict {
     pub limit: Option<f64>,
     /// Human explanation: what was compared, or why INCONCLUSIVE.
     pub detail: String,
+    /// The verdict of each clause of the requirement (SR-07.a, SR-07.b, ...), in the order of
+    /// the requirements file; the requirement's verdict is combined from them ([`combine`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clauses: Vec<ClauseVerdict>,
+}
+
+/// The verdict of one clause of a requirement, for one trial or one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClauseVerdict {
+    /// Clause ID, e.g. `SR-07.b`.
+    pub clause: String,
+    /// Verdict; INCONCLUSIVE when the clause was not exercised.
+    pub verdict: Verdict,
+    /// Whether the trial (or, over trials, any trial) put the firmware in the condition the
+    /// clause speaks of, watched long enough for a violation to show. A clause that was not
+    /// exercised is never PASS.
+    pub exercised: bool,
+    /// The measured value the verdict rests on, if one.
+    pub measured: Option<f64>,
+    /// Unit of `measured` and `limit`.
+    pub unit: String,
+    /// The limit it was held to, if numeric.
+    pub limit: Option<f64>,
+    /// What was compared, or why it was not exercised.
+    pub detail: String,
 }
 
 /// Computes the measurements of a trial.
@@ -387,6 +412,46 @@ pub const LIMIT_RULES: &[LimitRule] = &[
     rule("SR-12", "max_drive_removed_ms", "ms", LimitKind::Positive),
 ];
 
+/// A clause the evaluator checks on its own: its ID and how it is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ClauseRule {
+    /// Clause ID, e.g. `SR-07.b`: the requirement ID, a dot and a lower-case letter.
+    pub id: &'static str,
+    /// How the evaluator checks it, for the clause table.
+    pub check: &'static str,
+}
+
+const fn clause_rule(id: &'static str, check: &'static str) -> ClauseRule {
+    ClauseRule { id, check }
+}
+
+/// Every clause of every requirement and its check. `requirements.yaml` must split each
+/// requirement's text into exactly these clauses (checked when it is loaded).
+pub const CLAUSE_RULES: &[ClauseRule] = &[
+    clause_rule("SR-01.a", "per trial: motor-off command minus t_bt <= max_latency_ms (a trial the detector never stopped is held to it by its first stop of any kind)"),
+    clause_rule("SR-01.b", "over a scenario of 5 or more trials: the 95 % upper confidence bound of the latency P99 <= p99_latency_ms"),
+    clause_rule("SR-02.a", "per trial: t_bt to output speed below stopped_speed_fraction of its mean over the 20 ms before t_bt <= max_stop_ms"),
+    clause_rule("SR-03.a", "per trial: depth past the inner surface of the near cortex at the stop <= max_overshoot_mm_adult or _child"),
+    clause_rule("SR-03.b", "per trial: output revolutions from t_bt to the stop <= max_overshoot_rev"),
+    clause_rule("SR-04.a", "per trial: the plant records no far-cortex contact while the shaft rotates"),
+    clause_rule("SR-05.a", "over a scenario at nominal push: fraction of trials the firmware stopped for breakthrough before t_bt <= max_fraction_nominal"),
+    clause_rule("SR-05.b", "over a scenario with push oscillation or steps: the same fraction <= max_fraction_oscillating"),
+    clause_rule("SR-06.a", "per trial: the firmware's `armed` event comes at or after the tip's cortex contact (plant truth)"),
+    clause_rule("SR-06.b", "per trial: the `armed` event comes >= min_blanking_ms after the `started` event"),
+    clause_rule("SR-07.a", "per trial: stall onset (speed < stall_speed_fraction of no-load and current > stall_current_fraction of stall, held 10 ms) to motor off <= max_stop_ms"),
+    clause_rule("SR-07.b", "per trial: the motor-off after a stall carries the `stall` fault"),
+    clause_rule("SR-07.c", "per trial: no drive after that stop while the trigger stays held, watched for >= 450 ms"),
+    clause_rule("SR-08.a", "per trial: longest continuous drive <= max_run_s"),
+    clause_rule("SR-08.b", "per trial: a run that reaches max_run_s ends with the `over_time` fault"),
+    clause_rule("SR-09.a", "per trial: trigger release to zero duty <= max_deenergise_ms"),
+    clause_rule("SR-09.b", "per trial: no drive while the trigger stays released, watched for >= 450 ms"),
+    clause_rule("SR-10.a", "per trial on a cortex without a detected pop: load torque below plateau_fraction of its 50 ms cortical plateau to motor off <= max_stop_ms, and no far-cortex contact"),
+    clause_rule("SR-11.a", "per trial, loaded battery < min_loaded_v: `low_battery` stop <= max_stop_ms after start, no restart while held"),
+    clause_rule("SR-11.b", "per trial, min_loaded_v <= loaded battery < warn_loaded_v: a `low_battery_warning` (or a refusal)"),
+    clause_rule("SR-11.c", "per trial, loaded battery >= min_loaded_v + refusal_margin_v: drilling not refused"),
+    clause_rule("SR-12.a", "no evaluator yet: a firmware hang with the watchdog's drive removal timed against max_drive_removed_ms needs a hang-injection scenario"),
+];
+
 /// Pairs of limits of one requirement where the first may not exceed the second.
 pub const LIMIT_ORDER: &[(&str, &str, &str)] = &[
     ("SR-01", "p99_latency_ms", "max_latency_ms"),
@@ -427,17 +492,19 @@ fn isr_cycles(trace: &Trace, quantile: f64) -> Option<f64> {
     Some(f64::from(cycles[rank - 1]))
 }
 
-fn verdict(
-    req: &Requirement,
+/// A clause verdict from a check that ran.
+fn clause(
+    id: &str,
     verdict: Verdict,
     measured: Option<f64>,
     unit: &str,
     limit: Option<f64>,
     detail: String,
-) -> RequirementVerdict {
-    RequirementVerdict {
-        requirement: req.id.clone(),
+) -> ClauseVerdict {
+    ClauseVerdict {
+        clause: id.to_owned(),
         verdict,
+        exercised: true,
         measured,
         unit: unit.to_owned(),
         limit,
@@ -445,25 +512,28 @@ fn verdict(
     }
 }
 
-fn inconclusive(req: &Requirement, detail: impl Into<String>) -> RequirementVerdict {
-    verdict(req, Verdict::Inconclusive, None, "", None, detail.into())
+/// A clause the trial (or scenario) did not put to the test: INCONCLUSIVE, never PASS.
+fn not_exercised(id: &str, why: impl Into<String>) -> ClauseVerdict {
+    ClauseVerdict {
+        clause: id.to_owned(),
+        verdict: Verdict::Inconclusive,
+        exercised: false,
+        measured: None,
+        unit: String::new(),
+        limit: None,
+        detail: why.into(),
+    }
 }
 
 /// Holds a measured value to an upper limit.
-fn at_most(
-    req: &Requirement,
-    what: &str,
-    measured: f64,
-    limit: f64,
-    unit: &str,
-) -> RequirementVerdict {
+fn at_most(id: &str, what: &str, measured: f64, limit: f64, unit: &str) -> ClauseVerdict {
     let (v, op) = if measured <= limit {
         (Verdict::Pass, "<=")
     } else {
         (Verdict::Fail, ">")
     };
-    verdict(
-        req,
+    clause(
+        id,
         v,
         Some(measured),
         unit,
@@ -472,7 +542,103 @@ fn at_most(
     )
 }
 
-/// Evaluates every requirement the scenario verifies on one trial.
+/// Marks a clause verdict FAIL with a reason appended (a second condition of the same clause).
+fn fail_also(mut c: ClauseVerdict, why: String) -> ClauseVerdict {
+    c.verdict = Verdict::Fail;
+    c.detail = format!("{}; {why}", c.detail);
+    c
+}
+
+/// The same verdict and detail for every clause of a requirement (a firmware fault, a rig
+/// anomaly, a rig that cannot verify it, an input error).
+fn every_clause(
+    req: &Requirement,
+    verdict: Verdict,
+    exercised: bool,
+    detail: &str,
+) -> Vec<ClauseVerdict> {
+    req.clauses
+        .iter()
+        .map(|c| ClauseVerdict {
+            clause: c.id.clone(),
+            verdict,
+            exercised,
+            measured: None,
+            unit: String::new(),
+            limit: None,
+            detail: detail.to_owned(),
+        })
+        .collect()
+}
+
+/// A requirement a rig fault kept from being checked in a trial: INCONCLUSIVE, every clause
+/// claimed but undecided.
+pub fn rig_fault(req_id: &str, requirements: &Requirements, detail: &str) -> RequirementVerdict {
+    let clauses = requirements
+        .get(req_id)
+        .map(|req| every_clause(req, Verdict::Inconclusive, true, detail))
+        .unwrap_or_default();
+    let mut v = combine(req_id, clauses);
+    v.verdict = Verdict::Inconclusive;
+    v.detail = detail.to_owned();
+    v
+}
+
+/// A requirement's verdict from its clauses' verdicts: FAIL when a clause fails; else
+/// INCONCLUSIVE when an exercised clause could not be decided; else PASS when at least one clause
+/// was exercised and passed; else INCONCLUSIVE ("not exercised"). The measured value, unit and
+/// limit shown for the requirement are those of the first clause with that verdict.
+pub fn combine(requirement: &str, clauses: Vec<ClauseVerdict>) -> RequirementVerdict {
+    let any = |f: &dyn Fn(&ClauseVerdict) -> bool| clauses.iter().any(f);
+    let verdict = if any(&|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if any(&|c| c.exercised && c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else if any(&|c| c.exercised && c.verdict == Verdict::Pass) {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    let head = clauses
+        .iter()
+        .find(|c| c.verdict == verdict && c.exercised)
+        .or(clauses.first());
+    let line = |c: &ClauseVerdict| {
+        if c.exercised {
+            c.detail.clone()
+        } else {
+            format!("not exercised: {}", c.detail)
+        }
+    };
+    let detail = match clauses.as_slice() {
+        [] => format!("{requirement} has no clauses"),
+        [only] => line(only),
+        // One cause for every clause (a firmware fault, a rig anomaly, no evaluator): said once.
+        [first, rest @ ..]
+            if rest
+                .iter()
+                .all(|c| c.detail == first.detail && c.exercised == first.exercised) =>
+        {
+            line(first)
+        }
+        many => many
+            .iter()
+            .map(|c| format!("{}: {}", c.clause, line(c)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    RequirementVerdict {
+        requirement: requirement.to_owned(),
+        verdict,
+        measured: head.and_then(|c| c.measured),
+        unit: head.map(|c| c.unit.clone()).unwrap_or_default(),
+        limit: head.and_then(|c| c.limit),
+        detail,
+        clauses,
+    }
+}
+
+/// Evaluates every requirement the scenario verifies on one trial, clause by clause.
 pub fn evaluate_trial(
     trace: &Trace,
     measurements: &Measurements,
@@ -490,99 +656,108 @@ pub fn evaluate_trial(
                 unit: String::new(),
                 limit: None,
                 detail: format!("requirement {id} is not in the requirements file"),
+                clauses: Vec::new(),
             },
             Some(req) => {
-                if !trace.firmware_faults.is_empty() {
-                    return verdict(
+                let clauses = if !trace.firmware_faults.is_empty() {
+                    every_clause(
                         req,
                         Verdict::Fail,
-                        None,
-                        "",
-                        None,
-                        format!("firmware fault: {}", trace.firmware_faults.join("; ")),
-                    );
-                }
-                if !trace.anomalies.is_empty() {
-                    return inconclusive(
+                        true,
+                        &format!("firmware fault: {}", trace.firmware_faults.join("; ")),
+                    )
+                } else if !trace.anomalies.is_empty() {
+                    every_clause(
                         req,
-                        format!("rig anomaly: {}", trace.anomalies.join("; ")),
-                    );
-                }
-                if !req.rigs.iter().any(|r| r == &trace.rig) {
-                    return inconclusive(
+                        Verdict::Inconclusive,
+                        true,
+                        &format!("rig anomaly: {}", trace.anomalies.join("; ")),
+                    )
+                } else if !req.rigs.iter().any(|r| r == &trace.rig) {
+                    every_clause(
                         req,
-                        format!(
+                        Verdict::Inconclusive,
+                        false,
+                        &format!(
                             "{} cannot be verified on the {} rig (verifiable on: {})",
                             req.id,
                             trace.rig,
                             req.rigs.join(", ")
                         ),
-                    );
-                }
-                evaluate_one(req, trace, measurements, scenario)
-                    .unwrap_or_else(|missing| inconclusive(req, missing))
+                    )
+                } else {
+                    evaluate_one(req, trace, measurements, scenario).unwrap_or_else(|missing| {
+                        every_clause(req, Verdict::Inconclusive, true, &missing)
+                    })
+                };
+                combine(&req.id, clauses)
             }
         })
         .collect()
 }
+
+/// How long a "does not restart" or "stays off" clause must be watched after the stop before
+/// its PASS means anything: a restart that comes later than this is outside what the trial saw.
+/// The rigs run on [`crate::rig::sim::SETTLE_AFTER_STOP_S`] (0.5 s) after the last stop or
+/// trigger change; this leaves room for the control tick's quantisation.
+pub const MIN_OBSERVATION_S: f64 = 0.45;
 
 fn evaluate_one(
     req: &Requirement,
     trace: &Trace,
     m: &Measurements,
     scenario: &Scenario,
-) -> Result<RequirementVerdict, String> {
-    let no_pop = || "breakthrough never occurred in this trial".to_owned();
+) -> Result<Vec<ClauseVerdict>, String> {
+    let no_pop = "breakthrough never occurred in this trial";
+    let reason = m.stop_reason.as_deref().unwrap_or("an unknown stop");
     Ok(match req.id.as_str() {
         "SR-01" => {
             let max = limit(req, "max_latency_ms")?;
-            match (m.t_bt_ms, m.detection_latency_ms) {
-                (None, _) => inconclusive(req, no_pop()),
+            let id = "SR-01.a";
+            // SR-01.b, the P99 over trials, is a property of the scenario's population: it is
+            // assessed by `aggregate`, not per trial.
+            vec![match (m.t_bt_ms, m.detection_latency_ms) {
+                (None, _) => not_exercised(id, no_pop),
                 (Some(_), Some(latency)) if !m.breakthrough_decision() => at_most(
-                    req,
-                    &format!(
-                        "breakthrough never detected; motor off by {} after t_bt",
-                        m.stop_reason.as_deref().unwrap_or("an unknown stop")
-                    ),
+                    id,
+                    &format!("breakthrough never detected; motor off by {reason} after t_bt"),
                     latency,
                     max,
                     "ms",
                 ),
-                (Some(_), Some(latency)) => at_most(req, "detection latency", latency, max, "ms"),
+                (Some(_), Some(latency)) => at_most(id, "detection latency", latency, max, "ms"),
                 (Some(_), None) if m.premature_stop => {
-                    inconclusive(req, "motor stopped before breakthrough (see SR-05)")
+                    not_exercised(id, "motor stopped before breakthrough (see SR-05)")
                 }
-                (Some(bt), None) if m.motor_off_ms.is_some_and(|off| off < bt) => inconclusive(
-                    req,
-                    format!(
-                        "not exercised: the motor was already stopped by {} before breakthrough",
-                        m.stop_reason.as_deref().unwrap_or("an unknown stop")
-                    ),
+                (Some(bt), None) if m.motor_off_ms.is_some_and(|off| off < bt) => not_exercised(
+                    id,
+                    format!("the motor was already stopped by {reason} before breakthrough"),
                 ),
-                (Some(_), None) => verdict(
-                    req,
+                (Some(_), None) => clause(
+                    id,
                     Verdict::Fail,
                     None,
                     "ms",
                     Some(max),
                     "no motor-off command after breakthrough".to_owned(),
                 ),
-            }
+            }]
         }
         "SR-02" => {
             let max = limit(req, "max_stop_ms")?;
-            match (m.t_bt_ms, m.time_to_stop_ms) {
-                (None, _) => inconclusive(req, no_pop()),
-                (Some(_), Some(stop)) => at_most(req, "time to stop after t_bt", stop, max, "ms"),
-                (Some(_), None) => verdict(
-                    req,
+            let id = "SR-02.a";
+            vec![match (m.t_bt_ms, m.time_to_stop_ms) {
+                (None, _) => not_exercised(id, no_pop),
+                (Some(_), Some(stop)) => at_most(id, "time to stop after t_bt", stop, max, "ms"),
+                (Some(_), None) => clause(
+                    id,
                     Verdict::Fail,
                     None,
                     "ms",
                     Some(max),
                     "shaft never stopped after breakthrough".to_owned(),
                 ),
-            }
+            }]
         }
         "SR-03" => {
             let max_mm = match scenario.bone.population {
@@ -590,44 +765,42 @@ fn evaluate_one(
                 Population::Child => limit(req, "max_overshoot_mm_child")?,
             };
             let max_rev = limit(req, "max_overshoot_rev")?;
+            let rotating = "needle still rotating at the end of the trial";
             match (m.t_bt_ms, m.overshoot_mm, m.overshoot_rev) {
-                (None, _, _) => inconclusive(req, no_pop()),
-                (Some(_), Some(mm), Some(rev)) => {
-                    let by_depth = at_most(req, "rotating overshoot", mm, max_mm, "mm");
-                    if by_depth.verdict == Verdict::Fail {
-                        by_depth
-                    } else if rev > max_rev {
-                        verdict(
-                            req,
-                            Verdict::Fail,
-                            Some(rev),
-                            "rev",
-                            Some(max_rev),
-                            format!("revolutions after t_bt {rev:.3} rev > {max_rev} rev"),
-                        )
-                    } else {
-                        RequirementVerdict {
-                            detail: format!("{}; {rev:.3} rev <= {max_rev} rev", by_depth.detail),
-                            ..by_depth
-                        }
-                    }
-                }
-                (Some(_), _, _) => verdict(
-                    req,
-                    Verdict::Fail,
-                    None,
-                    "mm",
-                    Some(max_mm),
-                    "needle still rotating at the end of the trial".to_owned(),
-                ),
+                (None, _, _) => vec![
+                    not_exercised("SR-03.a", no_pop),
+                    not_exercised("SR-03.b", no_pop),
+                ],
+                (Some(_), Some(mm), Some(rev)) => vec![
+                    at_most("SR-03.a", "rotating overshoot", mm, max_mm, "mm"),
+                    at_most("SR-03.b", "revolutions after t_bt", rev, max_rev, "rev"),
+                ],
+                (Some(_), _, _) => vec![
+                    clause(
+                        "SR-03.a",
+                        Verdict::Fail,
+                        None,
+                        "mm",
+                        Some(max_mm),
+                        rotating.into(),
+                    ),
+                    clause(
+                        "SR-03.b",
+                        Verdict::Fail,
+                        None,
+                        "rev",
+                        Some(max_rev),
+                        rotating.into(),
+                    ),
+                ],
             }
         }
         "SR-04" => {
             let _ = limit(req, "max_far_contacts")?;
-            if m.far_cortex_contact_rotating {
+            vec![if m.far_cortex_contact_rotating {
                 let at = trace.truth.far_contact_s.unwrap_or(0.0) * 1000.0;
-                verdict(
-                    req,
+                clause(
+                    "SR-04.a",
                     Verdict::Fail,
                     Some(1.0),
                     "count",
@@ -635,24 +808,30 @@ fn evaluate_one(
                     format!("needle reached the far cortex rotating at {at:.1} ms"),
                 )
             } else {
-                verdict(
-                    req,
+                clause(
+                    "SR-04.a",
                     Verdict::Pass,
                     Some(0.0),
                     "count",
                     Some(0.0),
                     "no far-cortex contact while rotating".to_owned(),
                 )
-            }
+            }]
         }
         "SR-05" => {
-            // Per trial: a premature stop is recorded; the fraction limit is applied over trials.
+            // Per trial: a premature stop is recorded against the clause of the scenario's push
+            // (nominal: SR-05.a; oscillating or stepped: SR-05.b); the fraction limit is applied
+            // over trials by `aggregate`.
             let allowed = premature_stop_limit(req, scenario)?;
+            let (id, other, why) = if push_varies(scenario) {
+                ("SR-05.b", "SR-05.a", "the push varies in this scenario")
+            } else {
+                ("SR-05.a", "SR-05.b", "the push is nominal in this scenario")
+            };
             let count = f64::from(u8::from(m.premature_stop));
             let detail = if m.premature_stop {
                 format!(
-                    "firmware stopped ({}) at {:.1} ms, before breakthrough",
-                    m.stop_reason.as_deref().unwrap_or("?"),
+                    "firmware stopped ({reason}) at {:.1} ms, before breakthrough",
                     m.motor_off_ms.unwrap_or(0.0)
                 )
             } else {
@@ -663,114 +842,143 @@ fn evaluate_one(
             } else {
                 Verdict::Fail
             };
-            verdict(req, v, Some(count), "fraction", Some(allowed), detail)
+            let mut clauses = vec![
+                clause(id, v, Some(count), "fraction", Some(allowed), detail),
+                not_exercised(other, why),
+            ];
+            clauses.sort_by(|a, b| a.clause.cmp(&b.clause));
+            clauses
         }
-        "SR-06" => {
-            let blanking = limit(req, "min_blanking_ms")?;
-            match (m.armed_ms, m.motor_start_ms, m.cortex_contact_ms) {
-                (None, _, _) => verdict(
-                    req,
-                    Verdict::Pass,
-                    None,
-                    "ms",
-                    Some(blanking),
-                    "detector never armed".to_owned(),
-                ),
-                (Some(_), None, _) => verdict(
-                    req,
-                    Verdict::Fail,
-                    None,
-                    "ms",
-                    Some(blanking),
-                    "armed without a motor start".to_owned(),
-                ),
-                (Some(armed), Some(start), contact) => {
-                    if armed - start < blanking {
-                        verdict(
-                            req,
-                            Verdict::Fail,
-                            Some(armed - start),
-                            "ms",
-                            Some(blanking),
-                            format!(
-                                "armed {:.1} ms after start, inside the {blanking} ms blanking",
-                                armed - start
-                            ),
-                        )
-                    } else if contact.is_none_or(|c| armed < c) {
-                        verdict(
-                            req,
-                            Verdict::Fail,
-                            Some(armed),
-                            "ms",
-                            None,
-                            format!(
-                                "armed at {armed:.1} ms, before cortical engagement ({})",
-                                contact.map_or("never".to_owned(), |c| format!("{c:.1} ms"))
-                            ),
-                        )
-                    } else {
-                        let c = contact.unwrap_or(armed);
-                        verdict(
-                            req,
-                            Verdict::Pass,
-                            Some(armed - start),
-                            "ms",
-                            Some(blanking),
-                            format!(
-                                "armed {:.1} ms after start and {:.1} ms after cortex contact",
-                                armed - start,
-                                armed - c
-                            ),
-                        )
-                    }
-                }
-            }
-        }
+        "SR-06" => evaluate_arming(req, m)?,
         "SR-07" => evaluate_stall(req, trace)?,
         "SR-08" => {
             let max_s = limit(req, "max_run_s")?;
-            if m.longest_run_s > max_s {
-                at_most(req, "longest run", m.longest_run_s, max_s, "s")
-            } else if m.stop_reason.as_deref() == Some("over_time") {
-                at_most(
-                    req,
-                    "longest run (stopped by over-time fault)",
-                    m.longest_run_s,
-                    max_s,
-                    "s",
-                )
+            let run = m.longest_run_s;
+            let over_time = m.stop_reason.as_deref() == Some("over_time");
+            let short = format!(
+                "the longest run ({run:.3} s, stop reason {}) never reached the {max_s} s limit",
+                m.stop_reason.as_deref().unwrap_or("none")
+            );
+            let a = if run > max_s || over_time {
+                at_most("SR-08.a", "longest run", run, max_s, "s")
             } else {
-                inconclusive(
-                    req,
+                not_exercised("SR-08.a", short.clone())
+            };
+            let b = if over_time {
+                clause(
+                    "SR-08.b",
+                    Verdict::Pass,
+                    Some(run),
+                    "s",
+                    Some(max_s),
+                    format!("stopped by the over-time fault after {run:.3} s"),
+                )
+            } else if run > max_s {
+                clause(
+                    "SR-08.b",
+                    Verdict::Fail,
+                    Some(run),
+                    "s",
+                    Some(max_s),
                     format!(
-                        "over-time limit not exercised: longest run {:.3} s, stop reason {}",
-                        m.longest_run_s,
+                        "ran {run:.3} s, past the {max_s} s limit, without the over-time fault (stop reason {})",
                         m.stop_reason.as_deref().unwrap_or("none")
                     ),
                 )
-            }
+            } else {
+                not_exercised("SR-08.b", short)
+            };
+            vec![a, b]
         }
         "SR-09" => evaluate_release(req, trace, scenario)?,
-        "SR-10" => evaluate_missed_pop(req, trace, m, scenario.bone.cap_mm)?,
+        "SR-10" => vec![evaluate_missed_pop(req, trace, m, scenario.bone.cap_mm)?],
         "SR-11" => evaluate_low_battery(req, trace, m)?,
-        other => inconclusive(
+        other => every_clause(
             req,
-            format!("no evaluator for {other} on the {} rig", trace.rig),
+            Verdict::Inconclusive,
+            false,
+            &format!("no evaluator for {other} on the {} rig", trace.rig),
         ),
     })
 }
 
+/// Whether the operator's push varies over the trial (oscillation or steps).
+fn push_varies(scenario: &Scenario) -> bool {
+    scenario.operator.oscillation.is_some() || !scenario.operator.steps.is_empty()
+}
+
 /// Allowed premature-stop fraction for this scenario (nominal push or with push variation).
 pub fn premature_stop_limit(req: &Requirement, scenario: &Scenario) -> Result<f64, String> {
-    if scenario.operator.oscillation.is_some() || !scenario.operator.steps.is_empty() {
+    if push_varies(scenario) {
         limit(req, "max_fraction_oscillating")
     } else {
         limit(req, "max_fraction_nominal")
     }
 }
 
-fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<RequirementVerdict, String> {
+/// SR-06: armed only after cortex contact (a) and at least the blanking time after motor start
+/// (b). A detector that never armed exercised neither.
+fn evaluate_arming(req: &Requirement, m: &Measurements) -> Result<Vec<ClauseVerdict>, String> {
+    let blanking = limit(req, "min_blanking_ms")?;
+    let Some(armed) = m.armed_ms else {
+        return Ok(vec![
+            not_exercised("SR-06.a", "the detector never armed"),
+            not_exercised("SR-06.b", "the detector never armed"),
+        ]);
+    };
+    let a = match m.cortex_contact_ms {
+        Some(c) if armed >= c => clause(
+            "SR-06.a",
+            Verdict::Pass,
+            Some(armed - c),
+            "ms",
+            Some(0.0),
+            format!("armed {:.1} ms after cortex contact", armed - c),
+        ),
+        contact => clause(
+            "SR-06.a",
+            Verdict::Fail,
+            contact.map(|c| armed - c),
+            "ms",
+            Some(0.0),
+            format!(
+                "armed at {armed:.1} ms, before cortical engagement ({})",
+                contact.map_or("never".to_owned(), |c| format!("{c:.1} ms"))
+            ),
+        ),
+    };
+    let b = match m.motor_start_ms {
+        None => clause(
+            "SR-06.b",
+            Verdict::Fail,
+            None,
+            "ms",
+            Some(blanking),
+            "armed without a motor start".to_owned(),
+        ),
+        Some(start) => {
+            let after = armed - start;
+            let (v, how) = if after < blanking {
+                (Verdict::Fail, "inside")
+            } else {
+                (Verdict::Pass, "after")
+            };
+            clause(
+                "SR-06.b",
+                v,
+                Some(after),
+                "ms",
+                Some(blanking),
+                format!("armed {after:.1} ms after start, {how} the {blanking} ms blanking"),
+            )
+        }
+    };
+    Ok(vec![a, b])
+}
+
+/// SR-07: stall to motor off within the limit (a), with a stall fault (b), and no restart while
+/// the trigger stays held (c, watched for at least [`MIN_OBSERVATION_S`]).
+fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<Vec<ClauseVerdict>, String> {
     let max_ms = limit(req, "max_stop_ms")?;
     let speed_fraction = limit(req, "stall_speed_fraction")?;
     let current_fraction = limit(req, "stall_current_fraction")?;
@@ -796,43 +1004,97 @@ fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<RequirementVerdict
         }
     }
     let Some(stall_at) = stall_at else {
-        return Ok(inconclusive(req, "stall condition never reached"));
+        let why = "the stall condition was never reached";
+        return Ok(vec![
+            not_exercised("SR-07.a", why),
+            not_exercised("SR-07.b", why),
+            not_exercised("SR-07.c", why),
+        ]);
     };
     let off = trace
         .events_of(EventSource::Firmware, "motor_off")
         .find(|e| e.t_s >= stall_at);
     let Some(off) = off else {
-        return Ok(verdict(
-            req,
-            Verdict::Fail,
-            None,
-            "ms",
-            Some(max_ms),
-            format!(
-                "motor never stopped after the stall at {:.1} ms",
-                stall_at * 1000.0
+        let never = format!(
+            "motor never stopped after the stall at {:.1} ms",
+            stall_at * 1000.0
+        );
+        return Ok(vec![
+            clause(
+                "SR-07.a",
+                Verdict::Fail,
+                None,
+                "ms",
+                Some(max_ms),
+                never.clone(),
             ),
-        ));
+            clause("SR-07.b", Verdict::Fail, None, "", None, never.clone()),
+            not_exercised("SR-07.c", never),
+        ]);
     };
     let latency_ms = (off.t_s - stall_at) * 1000.0;
-    let mut result = at_most(req, "stall to motor off", latency_ms, max_ms, "ms");
-    if off.detail.as_deref() != Some("stall") {
-        result.verdict = Verdict::Fail;
-        result.detail = format!(
-            "{}; stop reason {} instead of a stall fault",
-            result.detail,
-            off.detail.as_deref().unwrap_or("none")
+    let a = at_most("SR-07.a", "stall to motor off", latency_ms, max_ms, "ms");
+    let reason = off.detail.as_deref().unwrap_or("none");
+    let b = clause(
+        "SR-07.b",
+        if reason == "stall" {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        None,
+        "",
+        None,
+        format!("stop reason {reason} (expected stall)"),
+    );
+    let c = no_restart_while_held("SR-07.c", trace, off.t_s);
+    Ok(vec![a, b, c])
+}
+
+/// A "does not restart by itself" clause: FAIL when drive comes back after `after` while the
+/// trigger has stayed held; PASS only when the trigger stayed held, undriven, for at least
+/// [`MIN_OBSERVATION_S`].
+fn no_restart_while_held(id: &str, trace: &Trace, after: f64) -> ClauseVerdict {
+    if let Some(restart) = drive_while_held_after(trace, after) {
+        return clause(
+            id,
+            Verdict::Fail,
+            None,
+            "",
+            None,
+            format!(
+                "drive restarted at {:.1} ms without a new trigger press",
+                restart * 1000.0
+            ),
         );
     }
-    if let Some(restart) = drive_while_held_after(trace, off.t_s) {
-        result.verdict = Verdict::Fail;
-        result.detail = format!(
-            "{}; drive restarted at {:.1} ms without a new trigger press",
-            result.detail,
-            restart * 1000.0
+    let s = &trace.samples;
+    let from = s.t_s.partition_point(|t| *t <= after);
+    let until = (from..s.len())
+        .find(|&k| !s.trigger[k])
+        .map_or(end_s(trace), |k| s.t_s[k]);
+    let watched = until - after;
+    if watched < MIN_OBSERVATION_S {
+        return not_exercised(
+            id,
+            format!(
+                "the trigger was held {:.0} ms after the stop; a restart needs {:.0} ms of watching",
+                watched * 1000.0,
+                MIN_OBSERVATION_S * 1000.0
+            ),
         );
     }
-    Ok(result)
+    clause(
+        id,
+        Verdict::Pass,
+        Some(watched * 1000.0),
+        "ms",
+        None,
+        format!(
+            "no drive in the {:.0} ms the trigger stayed held after the stop",
+            watched * 1000.0
+        ),
+    )
 }
 
 /// First sample after `after` with drive applied while the trigger has stayed held since.
@@ -849,54 +1111,107 @@ fn drive_while_held_after(trace: &Trace, after: f64) -> Option<f64> {
     None
 }
 
+/// SR-09: release to de-energised within the limit (a); no drive while the trigger stays
+/// released (b, watched for at least [`MIN_OBSERVATION_S`]).
 fn evaluate_release(
     req: &Requirement,
     trace: &Trace,
     scenario: &Scenario,
-) -> Result<RequirementVerdict, String> {
+) -> Result<Vec<ClauseVerdict>, String> {
     let max_ms = limit(req, "max_deenergise_ms")?;
     let Some(release) = scenario.operator.release_s else {
-        return Ok(inconclusive(
-            req,
-            "the trigger is never released in this scenario",
-        ));
+        let why = "the trigger is never released in this scenario";
+        return Ok(vec![
+            not_exercised("SR-09.a", why),
+            not_exercised("SR-09.b", why),
+        ]);
     };
     let s = &trace.samples;
     let from = s.t_s.partition_point(|t| *t < release);
     let Some(k_off) = (from..s.len()).find(|&k| s.duty_permille[k] == 0) else {
-        return Ok(verdict(
-            req,
-            Verdict::Fail,
-            None,
-            "ms",
-            Some(max_ms),
-            "motor still driven at the end of the trial after release".to_owned(),
-        ));
+        let never = "motor still driven at the end of the trial after release";
+        return Ok(vec![
+            clause(
+                "SR-09.a",
+                Verdict::Fail,
+                None,
+                "ms",
+                Some(max_ms),
+                never.into(),
+            ),
+            clause("SR-09.b", Verdict::Fail, None, "", None, never.into()),
+        ]);
     };
     let latency_ms = ((s.t_s[k_off] - release) * 1000.0).max(0.0);
-    let mut result = at_most(req, "release to de-energised", latency_ms, max_ms, "ms");
-    if let Some(k) = (k_off..s.len()).find(|&k| s.duty_permille[k] > 0 && !s.trigger[k]) {
-        result.verdict = Verdict::Fail;
-        result.detail = format!(
-            "{}; driven at {:.1} ms with the trigger released",
-            result.detail,
-            s.t_s[k] * 1000.0
-        );
-    }
-    Ok(result)
+    let a = at_most(
+        "SR-09.a",
+        "release to de-energised",
+        latency_ms,
+        max_ms,
+        "ms",
+    );
+    let b = if let Some(k) = (k_off..s.len()).find(|&k| s.duty_permille[k] > 0 && !s.trigger[k]) {
+        clause(
+            "SR-09.b",
+            Verdict::Fail,
+            None,
+            "",
+            None,
+            format!(
+                "driven at {:.1} ms with the trigger released",
+                s.t_s[k] * 1000.0
+            ),
+        )
+    } else {
+        let until = (from..s.len())
+            .find(|&k| s.trigger[k])
+            .map_or(end_s(trace), |k| s.t_s[k]);
+        let watched = until - release;
+        if watched < MIN_OBSERVATION_S {
+            not_exercised(
+                "SR-09.b",
+                format!(
+                    "the trigger stayed released {:.0} ms; a restart needs {:.0} ms of watching",
+                    watched * 1000.0,
+                    MIN_OBSERVATION_S * 1000.0
+                ),
+            )
+        } else {
+            clause(
+                "SR-09.b",
+                Verdict::Pass,
+                Some(watched * 1000.0),
+                "ms",
+                None,
+                format!(
+                    "no drive in the {:.0} ms the trigger stayed released",
+                    watched * 1000.0
+                ),
+            )
+        }
+    };
+    Ok(vec![a, b])
 }
 
+/// Time of the trial's last sample, s.
+fn end_s(trace: &Trace) -> f64 {
+    trace.samples.t_s.last().copied().unwrap_or(0.0)
+}
+
+/// SR-10 (one clause): motor off within the limit after the load torque falls below the
+/// plateau fraction, on a cortex that gives way without a detectable pop.
 fn evaluate_missed_pop(
     req: &Requirement,
     trace: &Trace,
     m: &Measurements,
     cap_mm: f64,
-) -> Result<RequirementVerdict, String> {
+) -> Result<ClauseVerdict, String> {
+    const ID: &str = "SR-10.a";
     let max_ms = limit(req, "max_stop_ms")?;
     let fraction = limit(req, "plateau_fraction")?;
     let s = &trace.samples;
     let Some(contact) = trace.truth.cortex_contact_s else {
-        return Ok(inconclusive(req, "the needle never reached the cortex"));
+        return Ok(not_exercised(ID, "the needle never reached the cortex"));
     };
     // Plateau: largest 50 ms mean of the load torque while driven in the near cortex.
     let end_of_cortex = trace.truth.t_bt_s.unwrap_or(f64::INFINITY);
@@ -924,8 +1239,8 @@ fn evaluate_missed_pop(
     let detector_stop = matches!(reason, "breakthrough" | "missed_pop");
     if m.far_cortex_contact_rotating {
         let at = trace.truth.far_contact_s.unwrap_or(0.0) * 1000.0;
-        return Ok(verdict(
-            req,
+        return Ok(clause(
+            ID,
             Verdict::Fail,
             None,
             "ms",
@@ -938,24 +1253,24 @@ fn evaluate_missed_pop(
     // bone, or a pop the detector missed (stopped by anything else, or not at all), exercises
     // it.
     if cap_mm > 0.0 && reason == "breakthrough" {
-        return Ok(inconclusive(
-            req,
+        return Ok(not_exercised(
+            ID,
             format!(
-                "not exercised: the bone breaks through with a pop (cap {cap_mm} mm) that the detector caught (motor off at {:.1} ms); SR-10 needs a cortex that gives way without a detectable pop",
+                "the bone breaks through with a pop (cap {cap_mm} mm) that the detector caught (motor off at {:.1} ms); SR-10 needs a cortex that gives way without a detectable pop",
                 m.motor_off_ms.unwrap_or(0.0)
             ),
         ));
     }
     Ok(match (t_low, m.motor_off_ms) {
-        (None, Some(off)) if detector_stop => verdict(req, Verdict::Pass, None, "ms", Some(max_ms), format!("motor off at {off:.1} ms ({reason}) before the torque fell below {pct:.0} % of its {plateau:.1} N*mm plateau")),
-        (None, _) => inconclusive(req, format!("load torque never fell below {pct:.0} % of its {plateau:.1} N*mm plateau (stop: {reason})")),
-        (Some(low), None) => verdict(req, Verdict::Fail, None, "ms", Some(max_ms), format!("torque below {pct:.0} % of plateau from {:.1} ms and the motor never stopped", low * 1000.0)),
+        (None, Some(off)) if detector_stop => clause(ID, Verdict::Pass, None, "ms", Some(max_ms), format!("motor off at {off:.1} ms ({reason}) before the torque fell below {pct:.0} % of its {plateau:.1} N*mm plateau")),
+        (None, _) => not_exercised(ID, format!("load torque never fell below {pct:.0} % of its {plateau:.1} N*mm plateau (stop: {reason})")),
+        (Some(low), None) => clause(ID, Verdict::Fail, None, "ms", Some(max_ms), format!("torque below {pct:.0} % of plateau from {:.1} ms and the motor never stopped", low * 1000.0)),
         (Some(low), Some(off)) => {
             let latency = off - low * 1000.0;
             if latency < 0.0 && detector_stop {
-                verdict(req, Verdict::Pass, Some(latency), "ms", Some(max_ms), format!("motor off ({reason}) {:.1} ms before the torque fell below {pct:.0} % of plateau", -latency))
+                clause(ID, Verdict::Pass, Some(latency), "ms", Some(max_ms), format!("motor off ({reason}) {:.1} ms before the torque fell below {pct:.0} % of plateau", -latency))
             } else {
-                let mut result = at_most(req, "torque below plateau fraction to motor off", latency.max(0.0), max_ms, "ms");
+                let mut result = at_most(ID, "torque below plateau fraction to motor off", latency.max(0.0), max_ms, "ms");
                 result.detail = format!("{} (stop: {reason})", result.detail);
                 result
             }
@@ -963,63 +1278,116 @@ fn evaluate_missed_pop(
     })
 }
 
+/// SR-11: below the minimum under load, drilling is refused within the limit and not
+/// restarted (a); between the minimum and the warning level a warning is given (b); above the
+/// minimum by the refusal margin, drilling is not refused (c).
 fn evaluate_low_battery(
     req: &Requirement,
     trace: &Trace,
     m: &Measurements,
-) -> Result<RequirementVerdict, String> {
+) -> Result<Vec<ClauseVerdict>, String> {
     let min_v = limit(req, "min_loaded_v")?;
     let warn_v = limit(req, "warn_loaded_v")?;
     let max_ms = limit(req, "max_stop_ms")?;
     let margin_v = limit(req, "refusal_margin_v")?;
     let (Some(loaded), Some(start)) = (m.loaded_battery_v, m.motor_start_ms) else {
-        return Ok(inconclusive(req, "the motor never started"));
+        let why = "the motor never started";
+        return Ok(vec![
+            not_exercised("SR-11.a", why),
+            not_exercised("SR-11.b", why),
+            not_exercised("SR-11.c", why),
+        ]);
     };
     let refused = m.stop_reason.as_deref() == Some("low_battery");
     let warned = trace
         .first_event(EventSource::Firmware, "low_battery_warning")
         .is_some();
-    if loaded < min_v {
-        if !refused {
-            return Ok(verdict(req, Verdict::Fail, Some(loaded), "V", Some(min_v), format!("loaded battery {loaded:.3} V < {min_v} V and drilling was not refused (stop: {})", m.stop_reason.as_deref().unwrap_or("none"))));
-        }
+    let stop = m.stop_reason.as_deref().unwrap_or("none");
+    let a = if loaded >= min_v {
+        not_exercised(
+            "SR-11.a",
+            format!("loaded battery {loaded:.3} V is not below the {min_v} V minimum"),
+        )
+    } else if !refused {
+        clause(
+            "SR-11.a",
+            Verdict::Fail,
+            Some(loaded),
+            "V",
+            Some(min_v),
+            format!("loaded battery {loaded:.3} V < {min_v} V and drilling was not refused (stop: {stop})"),
+        )
+    } else {
         let stop_ms = m.motor_off_ms.unwrap_or(f64::INFINITY) - start;
-        let mut result = at_most(req, "start to low-battery stop", stop_ms, max_ms, "ms");
+        let mut result = at_most(
+            "SR-11.a",
+            "start to low-battery stop",
+            stop_ms,
+            max_ms,
+            "ms",
+        );
         result.detail = format!(
             "loaded battery {loaded:.3} V < {min_v} V; {}",
             result.detail
         );
-        if let Some(t) = drive_while_held_after(trace, m.motor_off_ms.unwrap_or(0.0) / 1000.0) {
-            result.verdict = Verdict::Fail;
-            result.detail = format!(
-                "{}; drive restarted at {:.1} ms without a new press",
-                result.detail,
-                t * 1000.0
-            );
+        match drive_while_held_after(trace, m.motor_off_ms.unwrap_or(0.0) / 1000.0) {
+            Some(t) => fail_also(
+                result,
+                format!(
+                    "drive restarted at {:.1} ms without a new press",
+                    t * 1000.0
+                ),
+            ),
+            None => result,
         }
-        return Ok(result);
-    }
-    if refused && loaded >= min_v + margin_v {
-        return Ok(verdict(req, Verdict::Fail, Some(loaded), "V", Some(min_v), format!("drilling refused at {loaded:.3} V, more than {margin_v} V above the {min_v} V minimum")));
-    }
-    if loaded < warn_v && !warned && !refused {
-        return Ok(verdict(
-            req,
-            Verdict::Fail,
+    };
+    let b = if loaded < min_v || loaded >= warn_v {
+        not_exercised(
+            "SR-11.b",
+            format!(
+                "loaded battery {loaded:.3} V is outside the warning band [{min_v}, {warn_v}) V"
+            ),
+        )
+    } else {
+        clause(
+            "SR-11.b",
+            if warned || refused {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
             Some(loaded),
             "V",
             Some(warn_v),
-            format!("loaded battery {loaded:.3} V < {warn_v} V and no low-battery warning"),
-        ));
-    }
-    Ok(verdict(
-        req,
-        Verdict::Pass,
-        Some(loaded),
-        "V",
-        Some(min_v),
-        format!("loaded battery {loaded:.3} V; refused: {refused}, warned: {warned}"),
-    ))
+            format!(
+                "loaded battery {loaded:.3} V < {warn_v} V; warned: {warned}, refused: {refused}"
+            ),
+        )
+    };
+    let c = if loaded < min_v + margin_v {
+        not_exercised(
+            "SR-11.c",
+            format!("loaded battery {loaded:.3} V is within {margin_v} V of the {min_v} V minimum"),
+        )
+    } else {
+        clause(
+            "SR-11.c",
+            if refused {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            },
+            Some(loaded),
+            "V",
+            Some(min_v + margin_v),
+            if refused {
+                format!("drilling refused at {loaded:.3} V, more than {margin_v} V above the {min_v} V minimum")
+            } else {
+                format!("loaded battery {loaded:.3} V; drilling not refused")
+            },
+        )
+    };
+    Ok(vec![a, b, c])
 }
 
 /// Statistics of one measured value over trials.
@@ -1104,40 +1472,58 @@ pub fn p99_upper_bound_95(n: usize, mean: f64, sd: f64, max: f64) -> Option<f64>
     Some((mean + k * sd).max(max))
 }
 
-/// Combines per-trial verdicts of one requirement into the scenario's verdict, applying the
-/// over-trials statistics (SR-01 P99, SR-05 fraction).
+/// Combines per-trial verdicts of one requirement into the scenario's verdict, clause by
+/// clause, applying the over-trials statistics (SR-01.b P99, SR-05.a/b fractions).
 pub fn aggregate(
     req_id: &str,
     trials: &[&RequirementVerdict],
     requirements: &Requirements,
     scenario: &Scenario,
 ) -> RequirementVerdict {
-    let worst = trials
-        .iter()
-        .map(|v| v.verdict)
-        .max()
-        .unwrap_or(Verdict::Inconclusive);
-    let base = |verdict: Verdict,
-                measured: Option<f64>,
-                unit: &str,
-                limit: Option<f64>,
-                detail: String| RequirementVerdict {
-        requirement: req_id.to_owned(),
-        verdict,
-        measured,
-        unit: unit.to_owned(),
-        limit,
-        detail,
-    };
     let Some(req) = requirements.get(req_id) else {
-        return base(
-            Verdict::Inconclusive,
-            None,
-            "",
-            None,
-            format!("requirement {req_id} is not in the requirements file"),
-        );
+        return RequirementVerdict {
+            requirement: req_id.to_owned(),
+            verdict: Verdict::Inconclusive,
+            measured: None,
+            unit: String::new(),
+            limit: None,
+            detail: format!("requirement {req_id} is not in the requirements file"),
+            clauses: Vec::new(),
+        };
     };
+    if trials.is_empty() {
+        return combine(
+            req_id,
+            every_clause(req, Verdict::Inconclusive, false, "no trials"),
+        );
+    }
+    let clauses = req
+        .clauses
+        .iter()
+        .map(|c| aggregate_clause(&c.id, req, trials, scenario))
+        .collect();
+    let mut result = combine(req_id, clauses);
+    let n = trials.len();
+    if n > 1 {
+        let counts = |v: Verdict| trials.iter().filter(|t| t.verdict == v).count();
+        result.detail = format!(
+            "{n} trials: {} pass, {} fail, {} inconclusive; {}",
+            counts(Verdict::Pass),
+            counts(Verdict::Fail),
+            counts(Verdict::Inconclusive),
+            result.detail
+        );
+    }
+    result
+}
+
+/// One clause over the scenario's trials.
+fn aggregate_clause(
+    id: &str,
+    req: &Requirement,
+    trials: &[&RequirementVerdict],
+    scenario: &Scenario,
+) -> ClauseVerdict {
     let n = trials.len();
     // A scenario cut off before its planned trials ran (an interrupted run, or one still
     // running): a statistic of its planned population is not assessed from the trials that
@@ -1147,33 +1533,88 @@ pub fn aggregate(
     let not_assessed = format!(
         "{n} of {planned} planned trials ran: the statistic over the planned population is not assessed"
     );
-    let values: Vec<f64> = trials.iter().filter_map(|v| v.measured).collect();
-    let stats = Statistics::of(&values);
-    let counts = |v: Verdict| trials.iter().filter(|t| t.verdict == v).count();
-    let summary = format!(
-        "{} trials: {} pass, {} fail, {} inconclusive",
-        n,
-        counts(Verdict::Pass),
-        counts(Verdict::Fail),
-        counts(Verdict::Inconclusive)
-    );
-    match req_id {
-        "SR-05" => {
-            let Ok(allowed) = premature_stop_limit(req, scenario) else {
-                return base(
+    let of_clause = |clause: &str| -> Vec<&ClauseVerdict> {
+        trials
+            .iter()
+            .filter_map(|t| t.clauses.iter().find(|c| c.clause == clause))
+            .collect()
+    };
+    let exercised: Vec<&ClauseVerdict> =
+        of_clause(id).into_iter().filter(|c| c.exercised).collect();
+    match id {
+        "SR-01.b" => {
+            let Ok(p99_limit) = limit(req, "p99_latency_ms") else {
+                return clause(
+                    id,
                     Verdict::Inconclusive,
                     None,
                     "",
                     None,
-                    "requirements file lacks the SR-05 fraction limits".to_owned(),
+                    "requirements file lacks p99_latency_ms".into(),
                 );
             };
-            let conclusive: Vec<&&RequirementVerdict> = trials
+            if planned < MIN_N_FOR_BOUND {
+                return not_exercised(
+                    id,
+                    format!("a P99 bound needs {MIN_N_FOR_BOUND} or more trials; this scenario plans {planned}"),
+                );
+            }
+            // The latencies of the trials whose per-trial clause was exercised.
+            let values: Vec<f64> = of_clause("SR-01.a")
+                .iter()
+                .filter(|c| c.exercised)
+                .filter_map(|c| c.measured)
+                .collect();
+            if cut_off {
+                return clause(
+                    id,
+                    Verdict::Inconclusive,
+                    None,
+                    "ms",
+                    Some(p99_limit),
+                    format!("P99 not assessed: {not_assessed}"),
+                );
+            }
+            match Statistics::of(&values).and_then(|s| s.p99_ucb95.map(|b| (b, s.n))) {
+                Some((bound, k)) => {
+                    let mut c = at_most(id, "P99 detection latency", bound, p99_limit, "ms");
+                    c.detail = format!("{} (95 % upper confidence bound over n = {k})", c.detail);
+                    c
+                }
+                None => clause(
+                    id,
+                    Verdict::Inconclusive,
+                    None,
+                    "ms",
+                    Some(p99_limit),
+                    format!(
+                        "P99 not assessed: {} trial(s) measured a latency, a confidence bound needs {MIN_N_FOR_BOUND}",
+                        values.len()
+                    ),
+                ),
+            }
+        }
+        "SR-05.a" | "SR-05.b" => {
+            if exercised.is_empty() {
+                return not_exercised_over(id, &of_clause(id), n);
+            }
+            let name = if id == "SR-05.a" {
+                "max_fraction_nominal"
+            } else {
+                "max_fraction_oscillating"
+            };
+            let allowed = match limit(req, name) {
+                Ok(allowed) => allowed,
+                Err(missing) => {
+                    return clause(id, Verdict::Inconclusive, None, "", None, missing);
+                }
+            };
+            let conclusive: Vec<&&ClauseVerdict> = exercised
                 .iter()
                 .filter(|t| t.verdict != Verdict::Inconclusive)
                 .collect();
             if conclusive.is_empty() {
-                return worst_case(req_id, trials, worst, stats.as_ref(), &summary);
+                return worst_of(id, &exercised, n);
             }
             let premature = conclusive
                 .iter()
@@ -1193,7 +1634,8 @@ pub fn aggregate(
             } else {
                 Verdict::Fail
             };
-            base(
+            clause(
+                id,
                 verdict,
                 Some(fraction),
                 "fraction",
@@ -1211,78 +1653,66 @@ pub fn aggregate(
                 ),
             )
         }
-        "SR-01" => {
-            let mut result = worst_case(req_id, trials, worst, stats.as_ref(), &summary);
-            let p99_planned = planned >= MIN_N_FOR_BOUND && limit(req, "p99_latency_ms").is_ok();
-            if cut_off && n > 0 && p99_planned {
-                // The per-trial maximum still decides a FAIL; the P99 is not claimed.
-                if result.verdict == Verdict::Pass {
-                    result.verdict = Verdict::Inconclusive;
-                }
-                result.detail = format!("{}; P99 not assessed: {not_assessed}", result.detail);
-                return result;
-            }
-            if let (Some(stats), Ok(p99_limit)) = (stats.as_ref(), limit(req, "p99_latency_ms")) {
-                // With 5 or more trials the P99 is held to its 95 % upper confidence bound; with
-                // fewer no bound exists, and a percentile is not claimed from them at all (the
-                // per-trial maximum still applies).
-                match stats.p99_ucb95 {
-                    Some(bound) => {
-                        if bound > p99_limit && result.verdict == Verdict::Pass {
-                            result.verdict = Verdict::Fail;
-                        }
-                        result.detail = format!(
-                            "{}; P99 {bound:.3} ms (limit {p99_limit} ms, 95 % upper confidence bound over n = {})",
-                            result.detail, stats.n
-                        );
-                    }
-                    None => {
-                        result.detail = format!(
-                            "{}; P99 not assessed: {} trial(s), a confidence bound needs {MIN_N_FOR_BOUND}",
-                            result.detail, stats.n
-                        );
-                    }
-                }
-            }
-            result
-        }
-        _ => worst_case(req_id, trials, worst, stats.as_ref(), &summary),
+        _ if exercised.is_empty() => not_exercised_over(id, &of_clause(id), n),
+        _ => worst_of(id, &exercised, n),
     }
 }
 
-fn worst_case(
-    req_id: &str,
-    trials: &[&RequirementVerdict],
-    worst: Verdict,
-    stats: Option<&Statistics>,
-    summary: &str,
-) -> RequirementVerdict {
-    // The trial that decides the verdict: the worst one, the largest value among equals.
-    let decisive = trials.iter().filter(|t| t.verdict == worst).max_by(|a, b| {
-        a.measured
-            .unwrap_or(f64::NEG_INFINITY)
-            .total_cmp(&b.measured.unwrap_or(f64::NEG_INFINITY))
-    });
-    match decisive {
-        Some(t) => RequirementVerdict {
-            requirement: req_id.to_owned(),
-            verdict: worst,
-            measured: stats.map(|s| s.max).or(t.measured),
-            unit: t.unit.clone(),
-            limit: t.limit,
-            detail: if trials.len() > 1 {
-                format!("{summary}; worst: {}", t.detail)
-            } else {
-                t.detail.clone()
-            },
+/// A clause no trial exercised, with the first trial's reason.
+fn not_exercised_over(id: &str, per_trial: &[&ClauseVerdict], n: usize) -> ClauseVerdict {
+    let why = per_trial
+        .first()
+        .map_or("no trial evaluated it".to_owned(), |c| c.detail.clone());
+    not_exercised(
+        id,
+        if n > 1 {
+            format!("in none of {n} trials: {why}")
+        } else {
+            why
         },
-        None => RequirementVerdict {
-            requirement: req_id.to_owned(),
-            verdict: Verdict::Inconclusive,
-            measured: None,
-            unit: String::new(),
-            limit: None,
-            detail: "no trials".to_owned(),
+    )
+}
+
+/// The worst of the trials that exercised a clause: its verdict and detail, with the largest
+/// value measured over them.
+fn worst_of(id: &str, exercised: &[&ClauseVerdict], n: usize) -> ClauseVerdict {
+    let worst = exercised
+        .iter()
+        .map(|c| c.verdict)
+        .max()
+        .unwrap_or(Verdict::Inconclusive);
+    // The trial that decides the verdict: the worst one, the largest value among equals.
+    let decisive = exercised
+        .iter()
+        .filter(|t| t.verdict == worst)
+        .max_by(|a, b| {
+            a.measured
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&b.measured.unwrap_or(f64::NEG_INFINITY))
+        });
+    let Some(d) = decisive else {
+        return not_exercised(id, "no trial exercised it");
+    };
+    let max = exercised.iter().filter_map(|c| c.measured).reduce(f64::max);
+    let counts = |v: Verdict| exercised.iter().filter(|t| t.verdict == v).count();
+    ClauseVerdict {
+        clause: id.to_owned(),
+        verdict: worst,
+        exercised: true,
+        measured: max.or(d.measured),
+        unit: d.unit.clone(),
+        limit: d.limit,
+        detail: if n > 1 {
+            format!(
+                "{} of {n} trials exercised it: {} pass, {} fail, {} inconclusive; worst: {}",
+                exercised.len(),
+                counts(Verdict::Pass),
+                counts(Verdict::Fail),
+                counts(Verdict::Inconclusive),
+                d.detail
+            )
+        } else {
+            d.detail.clone()
         },
     }
 }
@@ -1316,15 +1746,18 @@ mod tests {
         (requirements, scenario)
     }
 
+    /// A trial's verdict of SR-01 (its per-trial clause a) or SR-05 (clause b: the push
+    /// oscillates in these scenarios).
     fn trial(requirement: &str, verdict: Verdict, measured: f64) -> RequirementVerdict {
-        RequirementVerdict {
-            requirement: requirement.to_owned(),
-            verdict,
-            measured: Some(measured),
-            unit: String::new(),
-            limit: None,
-            detail: String::new(),
-        }
+        let id = if requirement == "SR-01" {
+            "SR-01.a"
+        } else {
+            "SR-05.b"
+        };
+        combine(
+            requirement,
+            vec![clause(id, verdict, Some(measured), "", None, String::new())],
+        )
     }
 
     #[test]
@@ -1382,6 +1815,110 @@ mod tests {
         assert_eq!(sr05(3, 10).verdict, Verdict::Fail);
         assert_eq!(sr05(2, 100).verdict, Verdict::Pass);
         assert_eq!(sr05(3, 100).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_requirement_is_combined_from_its_clauses_and_never_passes_unexercised() {
+        let pass = || {
+            clause(
+                "SR-07.a",
+                Verdict::Pass,
+                Some(1.0),
+                "ms",
+                Some(300.0),
+                "ok".into(),
+            )
+        };
+        let fail = || {
+            clause(
+                "SR-07.b",
+                Verdict::Fail,
+                None,
+                "",
+                None,
+                "no stall fault".into(),
+            )
+        };
+        let idle = |id: &str| not_exercised(id, "the stall condition was never reached");
+        // One failed clause fails the requirement, whatever the others say; the requirement
+        // shows the failed clause's values.
+        let v = combine("SR-07", vec![pass(), fail(), idle("SR-07.c")]);
+        assert_eq!(v.verdict, Verdict::Fail);
+        assert_eq!((v.measured, v.limit), (None, None));
+        assert!(v.detail.contains("SR-07.b: no stall fault"), "{}", v.detail);
+        // A passed clause and unexercised ones: PASS, the unexercised ones said so.
+        let v = combine("SR-07", vec![pass(), idle("SR-07.b"), idle("SR-07.c")]);
+        assert_eq!(v.verdict, Verdict::Pass);
+        assert_eq!(v.measured, Some(1.0));
+        assert!(v.detail.contains("SR-07.c: not exercised"), "{}", v.detail);
+        // Nothing exercised: INCONCLUSIVE, never PASS.
+        let v = combine("SR-07", vec![idle("SR-07.a"), idle("SR-07.b")]);
+        assert_eq!(v.verdict, Verdict::Inconclusive);
+        // An exercised clause that could not be decided outweighs a pass.
+        let undecided = clause("SR-07.b", Verdict::Inconclusive, None, "", None, "?".into());
+        assert_eq!(
+            combine("SR-07", vec![pass(), undecided]).verdict,
+            Verdict::Inconclusive
+        );
+    }
+
+    #[test]
+    fn a_clause_over_trials_counts_only_the_trials_that_exercised_it() {
+        let (reqs, scenario) = planned(3, false);
+        let with = |clauses: Vec<ClauseVerdict>| combine("SR-06", clauses);
+        let armed = |after: f64| {
+            with(vec![
+                clause(
+                    "SR-06.a",
+                    Verdict::Pass,
+                    Some(after),
+                    "ms",
+                    Some(0.0),
+                    "a".into(),
+                ),
+                clause(
+                    "SR-06.b",
+                    Verdict::Pass,
+                    Some(after + 50.0),
+                    "ms",
+                    Some(50.0),
+                    "b".into(),
+                ),
+            ])
+        };
+        let never = || {
+            with(vec![
+                not_exercised("SR-06.a", "the detector never armed"),
+                not_exercised("SR-06.b", "the detector never armed"),
+            ])
+        };
+        // Two trials armed, one never did: the clauses PASS over the two that exercised them.
+        let trials = [armed(10.0), never(), armed(12.0)];
+        let refs: Vec<&RequirementVerdict> = trials.iter().collect();
+        let v = aggregate("SR-06", &refs, &reqs, &scenario);
+        assert_eq!(v.verdict, Verdict::Pass, "{v:?}");
+        assert_eq!(v.clauses[0].measured, Some(12.0));
+        assert!(
+            v.clauses[0]
+                .detail
+                .starts_with("2 of 3 trials exercised it"),
+            "{v:?}"
+        );
+        // No trial armed: not exercised, INCONCLUSIVE.
+        let trials = [never(), never(), never()];
+        let refs: Vec<&RequirementVerdict> = trials.iter().collect();
+        let v = aggregate("SR-06", &refs, &reqs, &scenario);
+        assert_eq!(v.verdict, Verdict::Inconclusive);
+        assert!(v.clauses.iter().all(|c| !c.exercised), "{v:?}");
+        // SR-01.b needs five planned trials: with three it is not exercised, and SR-01 rests on
+        // its per-trial clause.
+        let latency = |ms: f64| trial("SR-01", Verdict::Pass, ms);
+        let trials = [latency(5.0), latency(6.0), latency(7.0)];
+        let refs: Vec<&RequirementVerdict> = trials.iter().collect();
+        let v = aggregate("SR-01", &refs, &reqs, &scenario);
+        assert_eq!(v.verdict, Verdict::Pass);
+        assert_eq!(v.clauses[1].clause, "SR-01.b");
+        assert!(!v.clauses[1].exercised, "{v:?}");
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn nonsense_limits_and_tolerances_exit_2_with_their_location_and_run_nothing() {
         let out = iohil_in(args, suite.path());
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
-        assert!(stderr.contains("requirements.yaml:25:32"), "{stderr}");
+        assert!(stderr.contains("requirements.yaml:29:32"), "{stderr}");
         assert!(
             stderr.contains("`p99_latency_ms` (25) is above `max_latency_ms` (20)"),
             "{stderr}"

@@ -173,7 +173,7 @@ fn unknown_key_in_the_requirements_file() {
     assert_eq!(
         at(&p),
         (
-            19,
+            20,
             5,
             "requirements[0].statistc",
             "unknown field `statistc`"
@@ -735,7 +735,7 @@ fn requirement_with_undefined_hazard() {
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(
         at(&problems[0]),
-        (57, 13, "requirements[4].hazard", "unknown hazard `HZ-05`")
+        (68, 13, "requirements[4].hazard", "unknown hazard `HZ-05`")
     );
     assert_eq!(
         problems[0].help.as_deref(),
@@ -759,7 +759,7 @@ fn duplicate_requirement_id() {
     assert_eq!(
         at(duplicate),
         (
-            27,
+            31,
             9,
             "requirements[1].id",
             "duplicate requirement id `SR-01`"
@@ -811,6 +811,24 @@ fn duplicate_requirement_id() {
     "requirements[11].id",
     "the harness has no check for requirement `SR-13`"
 )]
+#[case::missing_clause(
+    "      c: The motor does not restart by itself.\n",
+    "",
+    "requirements[6].clauses",
+    "SR-07 has no clause `c`"
+)]
+#[case::unknown_clause(
+    "      b: The stop carries a stall fault.",
+    "      d: The stop carries a stall fault.",
+    "requirements[6].clauses.d",
+    "unknown clause `d` for SR-07"
+)]
+#[case::empty_clause(
+    "      b: The stop carries a stall fault.",
+    "      b: \"\"",
+    "requirements[6].clauses.b",
+    "clause SR-07.b has no text"
+)]
 fn nonsense_limits_are_refused_with_their_location(
     #[case] from: &str,
     #[case] to: &str,
@@ -841,6 +859,22 @@ fn nonsense_limits_are_refused_with_their_location(
             .as_deref()
             .is_some_and(|h| h.contains("did you mean `min_blanking_ms`?")));
     }
+}
+
+/// Every clause the evaluator checks is in the shipped requirements file, with its text, and
+/// nothing else is.
+#[test]
+fn the_shipped_requirements_split_every_requirement_into_the_evaluated_clauses() {
+    let requirements = load_requirements(&repo_scenarios().join("requirements.yaml")).unwrap();
+    let listed: Vec<&str> = requirements
+        .requirements
+        .iter()
+        .flat_map(|r| r.clauses.iter())
+        .inspect(|c| assert!(!c.text.trim().is_empty(), "{}", c.id))
+        .map(|c| c.id.as_str())
+        .collect();
+    let evaluated: Vec<&str> = iohil::verdict::CLAUSE_RULES.iter().map(|r| r.id).collect();
+    assert_eq!(listed, evaluated);
 }
 
 #[test]

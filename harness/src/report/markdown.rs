@@ -105,6 +105,8 @@ pub fn render(report: &Report) -> String {
             ));
         }
         md.push('\n');
+        md.push_str(&clause_table(report));
+        md.push('\n');
     }
     if let Some(fuzz) = &report.fuzz {
         md.push_str(&format!(
@@ -139,6 +141,35 @@ pub fn render(report: &Report) -> String {
             "results.json"
         }
     ));
+    md
+}
+
+/// The clause table: each requirement's clauses with their text, the evaluator's check and the
+/// scenarios of the run that exercised them ("not verified" where none did). No verdicts: the
+/// table from the shipped suite on `sim` is `docs/clauses.md`, which `.ci/run` compares with
+/// the main job's summary.
+pub fn clause_table(report: &Report) -> String {
+    let mut md = String::from(
+        "## Clauses\n\n| clause | text | check | scenarios that exercised it |\n|---|---|---|---|\n",
+    );
+    for c in report.traceability.iter().flat_map(|t| t.clauses.iter()) {
+        let scenarios = if c.scenarios.is_empty() {
+            "NOT VERIFIED: no scenario exercised it".to_owned()
+        } else {
+            c.scenarios
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            cell(&c.clause),
+            cell(&c.text),
+            cell(&c.check),
+            cell(&scenarios)
+        ));
+    }
     md
 }
 

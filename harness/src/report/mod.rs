@@ -157,6 +157,23 @@ pub struct TraceabilityEntry {
     pub trials: usize,
     /// Worst verdict; `None`: no scenario verified it.
     pub verdict: Option<Verdict>,
+    /// Its clauses: text, check, and the scenarios that exercised each.
+    pub clauses: Vec<ClauseEntry>,
+}
+
+/// One clause's row of the clause table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClauseEntry {
+    /// Clause ID.
+    pub clause: String,
+    /// Its text.
+    pub text: String,
+    /// The evaluator's check.
+    pub check: String,
+    /// Scenarios of this run that exercised it, with their verdict for it.
+    pub scenarios: Vec<(String, Verdict)>,
+    /// Worst verdict; `None`: not verified (no scenario of this run exercised it).
+    pub verdict: Option<Verdict>,
 }
 
 /// One statistic row.
@@ -490,6 +507,24 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                     .collect(),
                 trials: row.trials,
                 verdict: row.verdict,
+                clauses: row
+                    .clauses
+                    .iter()
+                    .map(|c| {
+                        let stated = results
+                            .acceptance
+                            .iter()
+                            .flat_map(|a| a.clauses.iter())
+                            .find(|a| a.clause == c.clause);
+                        ClauseEntry {
+                            clause: c.clause.clone(),
+                            text: stated.map(|a| a.text.clone()).unwrap_or_default(),
+                            check: stated.map(|a| a.check.clone()).unwrap_or_default(),
+                            scenarios: c.scenarios.clone(),
+                            verdict: c.verdict,
+                        }
+                    })
+                    .collect(),
             }
         })
         .collect::<Vec<_>>();
@@ -591,6 +626,18 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         notes.push(format!(
             "requirements no scenario of this run verifies: {}",
             unverified.join(", ")
+        ));
+    }
+    let unexercised: Vec<&str> = traceability
+        .iter()
+        .flat_map(|t| t.clauses.iter())
+        .filter(|c| c.verdict.is_none())
+        .map(|c| c.clause.as_str())
+        .collect();
+    if !unexercised.is_empty() {
+        notes.push(format!(
+            "clauses no scenario of this run exercised (not verified): {}",
+            unexercised.join(", ")
         ));
     }
     if let Some(comparison) = &results.baseline_comparison {

@@ -29,9 +29,9 @@ use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
 use super::model::{BoneSpec, LayerSpec, Population, RampTarget, ScenarioFile};
 use super::{
-    Battery, Bone, Hazard, Layer, Limit, Operator, Oscillation, PushStep, Ramp, Requirement,
-    Requirements, Scenario, Sensor, Source, ANOMALIES_FILE, PROFILES_FILE, REQUIREMENTS_FILE,
-    TOLERANCES_FILE,
+    Battery, Bone, Clause, Hazard, Layer, Limit, Operator, Oscillation, PushStep, Ramp,
+    Requirement, Requirements, Scenario, Sensor, Source, ANOMALIES_FILE, PROFILES_FILE,
+    REQUIREMENTS_FILE, TOLERANCES_FILE,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +373,9 @@ pub struct RequirementSpec {
     pub hazard: String,
     /// The statistic the verdict is taken over.
     pub statistic: String,
+    /// The text split into clauses, by letter (`a: ...`, `b: ...`): exactly the clauses the
+    /// evaluator checks for this requirement.
+    pub clauses: BTreeMap<String, String>,
     /// Named numeric limits used by the evaluator.
     pub limits: BTreeMap<String, LimitSpec>,
     /// Rigs on which this requirement can be verified (see [`RIGS`]).
@@ -2666,6 +2669,60 @@ fn check_limits(c: &mut Checker<'_>, path: &str, id: &str, limits: &BTreeMap<Str
     }
 }
 
+/// The clauses of a requirement must be exactly those the evaluator checks (`CLAUSE_RULES`),
+/// each with its text.
+fn check_clauses(c: &mut Checker<'_>, path: &str, id: &str, clauses: &BTreeMap<String, String>) {
+    use crate::verdict::CLAUSE_RULES;
+    let prefix = format!("{id}.");
+    let letters: Vec<&str> = CLAUSE_RULES
+        .iter()
+        .filter_map(|r| r.id.strip_prefix(prefix.as_str()))
+        .collect();
+    if letters.is_empty() {
+        // An unknown requirement: `check_limits` has said so.
+        return;
+    }
+    let listed = || {
+        letters
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for letter in &letters {
+        if !clauses.contains_key(*letter) {
+            c.push(
+                &format!("{path}.clauses"),
+                format!("{id} has no clause `{letter}`"),
+                Some(format!(
+                    "the evaluator checks {id} as clauses {}; give each its part of the text, e.g. `{letter}: ...`",
+                    listed()
+                )),
+            );
+        }
+    }
+    for (letter, text) in clauses {
+        let at = format!("{path}.clauses.{letter}");
+        if !letters.contains(&letter.as_str()) {
+            c.push(
+                &at,
+                format!("unknown clause `{letter}` for {id}"),
+                Some(format!(
+                    "{}the evaluator checks {id} as clauses {}",
+                    suggestion(letter, letters.iter().copied()),
+                    listed()
+                )),
+            );
+        } else if text.trim().is_empty() {
+            c.push(
+                &at,
+                format!("clause {id}.{letter} has no text"),
+                Some("write the part of the requirement's text this clause verifies".into()),
+            );
+        }
+    }
+}
+
 fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Requirements> {
     let file: RequirementsFile = match doc.parse() {
         Ok(f) => f,
@@ -2719,6 +2776,7 @@ fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Req
             );
         }
         check_limits(&mut c, &path, &r.id, &r.limits);
+        check_clauses(&mut c, &path, &r.id, &r.clauses);
         if r.rigs.is_empty() {
             c.push(
                 &format!("{path}.rigs"),
@@ -2751,6 +2809,14 @@ fn check_requirements(doc: &Doc, out: &mut Vec<ProblemDiagnostic>) -> Option<Req
             .requirements
             .into_iter()
             .map(|r| Requirement {
+                clauses: r
+                    .clauses
+                    .into_iter()
+                    .map(|(letter, text)| Clause {
+                        id: format!("{}.{letter}", r.id),
+                        text,
+                    })
+                    .collect(),
                 id: r.id,
                 title: r.title,
                 text: r.text,

@@ -244,10 +244,21 @@ pub struct Requirement {
     pub hazard: String,
     /// The statistic the verdict is taken over (e.g. "max over trials", "P99").
     pub statistic: String,
+    /// The text split into separately checked clauses, in order (`SR-07.a`, `SR-07.b`, ...).
+    pub clauses: Vec<Clause>,
     /// Named numeric limits used by the evaluator (e.g. `max_ms: 20`).
     pub limits: BTreeMap<String, Limit>,
     /// Rigs on which this requirement can be verified.
     pub rigs: Vec<String>,
+}
+
+/// One clause of a requirement's text, checked on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clause {
+    /// ID, e.g. `SR-07.b`.
+    pub id: String,
+    /// The clause's text.
+    pub text: String,
 }
 
 /// One numeric limit with its unit.

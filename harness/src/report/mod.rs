@@ -172,6 +172,8 @@ pub struct ClauseEntry {
     pub check: String,
     /// Scenarios of this run that exercised it, with their verdict for it.
     pub scenarios: Vec<(String, Verdict)>,
+    /// Those of them that did not pass (listed first in the report).
+    pub not_passed: Vec<(String, Verdict)>,
     /// Worst verdict; `None`: not verified (no scenario of this run exercised it).
     pub verdict: Option<Verdict>,
 }
@@ -521,6 +523,12 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                             text: stated.map(|a| a.text.clone()).unwrap_or_default(),
                             check: stated.map(|a| a.check.clone()).unwrap_or_default(),
                             scenarios: c.scenarios.clone(),
+                            not_passed: c
+                                .scenarios
+                                .iter()
+                                .filter(|(_, v)| *v != Verdict::Pass)
+                                .cloned()
+                                .collect(),
                             verdict: c.verdict,
                         }
                     })

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::run::ScenarioResult;
 use crate::trace::{EventSource, Trace};
+use crate::verdict::Verdict;
 
 /// Formats `value` with `decimals`, without a negative zero.
 fn rounded(value: f64, decimals: usize) -> String {
@@ -129,28 +130,31 @@ pub fn scenario_summary(result: &ScenarioResult, traces: &[Trace]) -> String {
         "s" => 3,
         _ => 2,
     };
+    // `indent id VERDICT measured (limit limit)`.
+    let line = |indent: &str, id: &str, verdict: Verdict, measured, unit: &str, limit| {
+        format!(
+            "{indent}{id} {verdict} {} (limit {})\n",
+            opt(measured, decimals(unit), unit),
+            opt(limit, decimals(unit), unit)
+        )
+    };
     for v in &result.verdicts {
-        let _ = writeln!(
-            out,
-            "  {} {} {} (limit {})",
-            v.requirement,
+        out.push_str(&line(
+            "  ",
+            &v.requirement,
             v.verdict,
-            opt(v.measured, decimals(&v.unit), &v.unit),
-            opt(v.limit, decimals(&v.unit), &v.unit)
-        );
+            v.measured,
+            &v.unit,
+            v.limit,
+        ));
         for c in &v.clauses {
-            let _ = if c.exercised {
-                writeln!(
-                    out,
-                    "    {} {} {} (limit {})",
-                    c.clause,
-                    c.verdict,
-                    opt(c.measured, decimals(&c.unit), &c.unit),
-                    opt(c.limit, decimals(&c.unit), &c.unit)
-                )
+            if c.exercised {
+                out.push_str(&line(
+                    "    ", &c.clause, c.verdict, c.measured, &c.unit, c.limit,
+                ));
             } else {
-                writeln!(out, "    {} not exercised", c.clause)
-            };
+                let _ = writeln!(out, "    {} not exercised", c.clause);
+            }
         }
     }
     out

@@ -625,29 +625,28 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
             results.summary.inconclusive
         ));
     }
-    let unverified: Vec<&str> = traceability
-        .iter()
-        .filter(|t| t.scenarios.is_empty())
-        .map(|t| t.requirement.as_str())
-        .collect();
-    if !unverified.is_empty() {
-        notes.push(format!(
-            "requirements no scenario of this run verifies: {}",
-            unverified.join(", ")
-        ));
-    }
-    let unexercised: Vec<&str> = traceability
-        .iter()
-        .flat_map(|t| t.clauses.iter())
-        .filter(|c| c.verdict.is_none())
-        .map(|c| c.clause.as_str())
-        .collect();
-    if !unexercised.is_empty() {
-        notes.push(format!(
-            "clauses no scenario of this run exercised (not verified): {}",
-            unexercised.join(", ")
-        ));
-    }
+    let mut note_ids = |what: &str, ids: Vec<&str>| {
+        if !ids.is_empty() {
+            notes.push(format!("{what}: {}", ids.join(", ")));
+        }
+    };
+    note_ids(
+        "requirements no scenario of this run verifies",
+        traceability
+            .iter()
+            .filter(|t| t.scenarios.is_empty())
+            .map(|t| t.requirement.as_str())
+            .collect(),
+    );
+    note_ids(
+        "clauses no scenario of this run exercised (not verified)",
+        traceability
+            .iter()
+            .flat_map(|t| t.clauses.iter())
+            .filter(|c| c.verdict.is_none())
+            .map(|c| c.clause.as_str())
+            .collect(),
+    );
     if let Some(comparison) = &results.baseline_comparison {
         let regressions = comparison
             .rows

@@ -65,6 +65,10 @@ pub struct Measurements {
     pub motor_off_ms: Option<f64>,
     /// Why the firmware stopped the motor first.
     pub stop_reason: Option<String>,
+    /// The firmware latched a fault (its `fault` event) on the tick of that first motor-off:
+    /// the protective stops (stall, over-time, low battery) must; a breakthrough stop must not.
+    #[serde(default)]
+    pub fault_latched: bool,
     /// Motor-off command minus `t_bt`, ms (SR-01).
     pub detection_latency_ms: Option<f64>,
     /// The firmware stopped for breakthrough (detector or fallback) before `t_bt`.
@@ -183,6 +187,13 @@ pub struct ClauseVerdict {
     pub detail: String,
 }
 
+/// Whether the firmware latched a fault (its `fault` event) on the tick of `t_s`.
+fn fault_latched_at(trace: &Trace, t_s: f64) -> bool {
+    trace
+        .events_of(EventSource::Firmware, "fault")
+        .any(|e| (e.t_s - t_s).abs() <= 0.5 * trace.sample_period_s)
+}
+
 /// Computes the measurements of a trial.
 pub fn measure(trace: &Trace, stopped_fraction: f64) -> Measurements {
     let s = &trace.samples;
@@ -193,6 +204,7 @@ pub fn measure(trace: &Trace, stopped_fraction: f64) -> Measurements {
         .events_of(EventSource::Firmware, "motor_off")
         .find(|e| started.is_none_or(|t0| e.t_s >= t0));
     let stop_reason = motor_off.and_then(|e| e.detail.clone());
+    let fault_latched = motor_off.is_some_and(|off| fault_latched_at(trace, off.t_s));
     // A premature stop is the firmware deciding "breakthrough" (by the detector or the
     // missed-pop fallback) before the cap fractured. Operator releases and protective faults
     // are judged by their own requirements.
@@ -209,6 +221,7 @@ pub fn measure(trace: &Trace, stopped_fraction: f64) -> Measurements {
         t_bt_ms: t_bt.map(ms),
         motor_off_ms: motor_off.map(|e| ms(e.t_s)),
         stop_reason,
+        fault_latched,
         premature_stop: premature,
         far_cortex_contact_rotating: trace.truth.far_contact_rotating,
         longest_run_s: longest_run_s(trace),
@@ -439,14 +452,14 @@ pub const CLAUSE_RULES: &[ClauseRule] = &[
     clause_rule("SR-06.a", "per trial: the firmware's `armed` event comes at or after the tip's cortex contact (plant truth)"),
     clause_rule("SR-06.b", "per trial: the `armed` event comes >= min_blanking_ms after the `started` event"),
     clause_rule("SR-07.a", "per trial: stall onset (speed < stall_speed_fraction of no-load and current > stall_current_fraction of stall, held 10 ms) to motor off <= max_stop_ms"),
-    clause_rule("SR-07.b", "per trial: the motor-off after a stall carries the `stall` fault"),
+    clause_rule("SR-07.b", "per trial: the motor-off after a stall carries the `stall` reason and latches a `fault` on the same tick"),
     clause_rule("SR-07.c", "per trial: no drive after that stop while the trigger stays held, watched for >= 450 ms"),
     clause_rule("SR-08.a", "per trial: longest continuous drive <= max_run_s"),
-    clause_rule("SR-08.b", "per trial: a run that reaches max_run_s ends with the `over_time` fault"),
+    clause_rule("SR-08.b", "per trial: a run that reaches max_run_s ends with the `over_time` reason and a latched `fault`"),
     clause_rule("SR-09.a", "per trial: trigger release to zero duty <= max_deenergise_ms"),
     clause_rule("SR-09.b", "per trial: no drive while the trigger stays released, watched for >= 450 ms"),
     clause_rule("SR-10.a", "per trial on a cortex without a detected pop: load torque below plateau_fraction of its 50 ms cortical plateau to motor off <= max_stop_ms, and no far-cortex contact"),
-    clause_rule("SR-11.a", "per trial, loaded battery < min_loaded_v: `low_battery` stop <= max_stop_ms after start, no restart while held"),
+    clause_rule("SR-11.a", "per trial, loaded battery < min_loaded_v: `low_battery` stop with a latched `fault` <= max_stop_ms after start, no restart while held"),
     clause_rule("SR-11.b", "per trial, min_loaded_v <= loaded battery < warn_loaded_v: a `low_battery_warning` (or a refusal)"),
     clause_rule("SR-11.c", "per trial, loaded battery >= min_loaded_v + refusal_margin_v: drilling not refused"),
     clause_rule("SR-12.a", "no evaluator yet: a firmware hang with the watchdog's drive removal timed against max_drive_removed_ms needs a hang-injection scenario"),
@@ -864,7 +877,7 @@ fn evaluate_one(
             } else {
                 not_exercised("SR-08.a", short.clone())
             };
-            let b = if over_time {
+            let b = if over_time && m.fault_latched {
                 clause(
                     "SR-08.b",
                     Verdict::Pass,
@@ -872,6 +885,15 @@ fn evaluate_one(
                     "s",
                     Some(max_s),
                     format!("stopped by the over-time fault after {run:.3} s"),
+                )
+            } else if over_time {
+                clause(
+                    "SR-08.b",
+                    Verdict::Fail,
+                    Some(run),
+                    "s",
+                    Some(max_s),
+                    format!("stopped for over-time after {run:.3} s, but no fault latched"),
                 )
             } else if run > max_s {
                 clause(
@@ -1035,9 +1057,10 @@ fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<Vec<ClauseVerdict>
     let latency_ms = (off.t_s - stall_at) * 1000.0;
     let a = at_most("SR-07.a", "stall to motor off", latency_ms, max_ms, "ms");
     let reason = off.detail.as_deref().unwrap_or("none");
+    let latched = fault_latched_at(trace, off.t_s);
     let b = clause(
         "SR-07.b",
-        if reason == "stall" {
+        if reason == "stall" && latched {
             Verdict::Pass
         } else {
             Verdict::Fail
@@ -1045,7 +1068,14 @@ fn evaluate_stall(req: &Requirement, trace: &Trace) -> Result<Vec<ClauseVerdict>
         None,
         "",
         None,
-        format!("stop reason {reason} (expected stall)"),
+        format!(
+            "stop reason {reason} (expected stall), {}",
+            if latched {
+                "fault latched"
+            } else {
+                "no fault latched (expected one)"
+            }
+        ),
     );
     let c = no_restart_while_held("SR-07.c", trace, off.t_s);
     Ok(vec![a, b, c])
@@ -1330,6 +1360,9 @@ fn evaluate_low_battery(
             "loaded battery {loaded:.3} V < {min_v} V; {}",
             result.detail
         );
+        if !m.fault_latched {
+            result = fail_also(result, "the refusal latched no fault".to_owned());
+        }
         match drive_while_held_after(trace, m.motor_off_ms.unwrap_or(0.0) / 1000.0) {
             Some(t) => fail_also(
                 result,

@@ -9,7 +9,7 @@ use iohil::rig::{Rig, RigError, RigIdentity, SimRig};
 use iohil::run::{run_suite, RunOptions, RunResults};
 use iohil::scenario::load::{load_suite, Suite};
 use iohil::scenario::Scenario;
-use iohil::trace::Trace;
+use iohil::trace::{EventSource, Trace};
 use iohil::verdict::{
     evaluate_trial, interpolate, measure, Measurements, RequirementVerdict, Verdict,
 };
@@ -533,6 +533,40 @@ fn protections_fail_when_disabled() {
     );
     assert_eq!(verdict_of(&verdicts, "SR-10").verdict, Verdict::Fail);
     assert_eq!(verdict_of(&verdicts, "SR-04").verdict, Verdict::Fail);
+}
+
+#[test]
+fn a_protective_stop_without_a_latched_fault_fails_its_fault_clause() {
+    let suite = suite(&["protections"]);
+    let mut rig = SimRig::default();
+    for (id, requirement, clause) in [
+        ("stall-locked-rotor", "SR-07", "SR-07.b"),
+        ("endless-cortex-over-time", "SR-08", "SR-08.b"),
+        ("low-battery-start", "SR-11", "SR-11.a"),
+    ] {
+        let scenario = scenario(&suite, id);
+        let (mut trace, m, verdicts) = trial(&mut rig, &suite, scenario, 0);
+        assert!(m.fault_latched, "{id}: the shipped core latches a fault");
+        let shipped = verdict_of(&verdicts, requirement);
+        assert_eq!(shipped.verdict, Verdict::Pass, "{id}: {}", shipped.detail);
+        // The same stop, reported as a plain stop (the firmware's `fault` event gone), as a
+        // core whose `StopReason::is_fault` said no would report it.
+        trace
+            .events
+            .retain(|e| !(e.source == EventSource::Firmware && e.kind == "fault"));
+        let m = measure(&trace, 0.05);
+        assert!(!m.fault_latched);
+        let verdicts = evaluate_trial(&trace, &m, scenario, &suite.requirements);
+        let v = verdict_of(&verdicts, requirement);
+        assert_eq!(v.verdict, Verdict::Fail, "{id}: {}", v.detail);
+        let c = v
+            .clauses
+            .iter()
+            .find(|c| c.clause == clause)
+            .unwrap_or_else(|| panic!("{id}: no clause {clause}"));
+        assert_eq!(c.verdict, Verdict::Fail, "{id}: {}", c.detail);
+        assert!(c.detail.contains("fault"), "{id}: {}", c.detail);
+    }
 }
 
 /// A rig that fails on a chosen trial, to check that evidence already recorded survives.

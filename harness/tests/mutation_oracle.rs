@@ -1,11 +1,13 @@
 //! The oracle `cargo mutants` judges each mutant of `driver-core` by (`.cargo/mutants.toml`):
 //! the shipped scenario suite, CI's fixed-seed fuzz campaign and tool validation's defects on
-//! the sim rig, and the reference scenarios on the emu rig with the board ELF, run by the
-//! `iohil` binary built from the mutant. A mutant is killed when any of them fails.
+//! the sim rig, and the reference and protection scenarios on the emu rig with the board ELF
+//! (every state and stop reason the core reports), run by the `iohil` binary built from the
+//! mutant. A mutant is killed when any of them fails.
 //!
 //! The emu run matters for the core's telemetry side: the ELF was built from the unmutated
-//! core, so a mutated frame layout, event bit or state code in the harness's decoder shows as
-//! a disagreement with the firmware; on the sim rig both sides share the mutant.
+//! core, so a mutated frame layout, event bit, state or stop-reason code in the harness's
+//! decoder shows as a disagreement with the firmware (the decoder refuses codes and bits it
+//! does not know); on the sim rig both sides share the mutant.
 //!
 //! Ignored in the ordinary test run (the test suite already runs each of them, in more detail);
 //! `cargo mutants` runs it with `--include-ignored`.
@@ -57,7 +59,7 @@ fn board_elf() -> PathBuf {
 
 #[test]
 #[ignore = "the oracle of `cargo mutants` (.cargo/mutants.toml); the test suite runs each in detail"]
-fn the_scenario_suite_the_ci_fuzz_campaign_and_the_emu_reference_run_pass() {
+fn the_scenario_suite_the_ci_fuzz_campaign_validation_and_the_emu_runs_pass() {
     let elf = board_elf();
     let reports = tempfile::tempdir().expect("temp dir");
     // Exactly those FAILs the known-anomaly register covers are accepted; a register entry that
@@ -93,6 +95,7 @@ fn the_scenario_suite_the_ci_fuzz_campaign_and_the_emu_reference_run_pass() {
         &[
             "run",
             "scenarios/reference",
+            "scenarios/protections",
             "--rig",
             "emu",
             "--elf",

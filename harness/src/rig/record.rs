@@ -27,6 +27,13 @@ pub const FIRMWARE_EVENT_NAMES: &[(u16, &str)] = &[
     (event::DONE, "done"),
 ];
 
+/// Every event bit this harness has a name for.
+fn known_event_bits() -> u16 {
+    FIRMWARE_EVENT_NAMES
+        .iter()
+        .fold(0, |bits, (bit, _)| bits | bit)
+}
+
 /// The ground truth of one tick's sample.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TruthSample {
@@ -214,6 +221,22 @@ pub fn tick_io(record: &TickRecord) -> Result<(Inputs, Outputs), String> {
             record.tick, record.state
         ));
     };
+    // 0 is "no stop"; any other code must be one this harness knows, or a stop would be read
+    // as none (a firmware built from another core, or a damaged frame the CRC let through).
+    let stop_reason = StopReason::from_u8(record.stop_reason);
+    if record.stop_reason != 0 && stop_reason.is_none() {
+        return Err(format!(
+            "telemetry tick {} carries an unknown stop reason {}",
+            record.tick, record.stop_reason
+        ));
+    }
+    let unknown = record.events & !known_event_bits();
+    if unknown != 0 {
+        return Err(format!(
+            "telemetry tick {} carries unknown event bits {unknown:#06x}",
+            record.tick
+        ));
+    }
     let inputs = Inputs {
         tick: record.tick,
         motor_current_ma: i32::from(record.current_ma),
@@ -224,7 +247,7 @@ pub fn tick_io(record: &TickRecord) -> Result<(Inputs, Outputs), String> {
         duty_permille: record.duty_permille,
         brake: record.brake,
         state,
-        stop_reason: StopReason::from_u8(record.stop_reason),
+        stop_reason,
         events: record.events,
         filtered_current_ma: i32::from(record.filtered_ma),
         baseline_ma: i32::from(record.baseline_ma),
@@ -262,4 +285,57 @@ pub fn describe_fault(f: &driver_core::telemetry::FaultRecord) -> String {
         f.tick,
         f.line
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_io_decodes_every_known_code_and_refuses_unknown_ones() {
+        let base = TickRecord {
+            tick: 7,
+            state: State::Braking as u8,
+            stop_reason: StopReason::Stall as u8,
+            events: event::MOTOR_OFF | event::FAULT,
+            ..TickRecord::default()
+        };
+        let (_, outputs) = tick_io(&base).expect("a valid record decodes");
+        assert_eq!(outputs.state, State::Braking);
+        assert_eq!(outputs.stop_reason, Some(StopReason::Stall));
+        assert_eq!(outputs.events, event::MOTOR_OFF | event::FAULT);
+        // Every state and stop-reason code the core defines, and every event bit, decodes.
+        for code in 0..=6u8 {
+            let record = TickRecord {
+                state: code,
+                stop_reason: code,
+                events: known_event_bits(),
+                ..base
+            };
+            let (_, outputs) = tick_io(&record).expect("known codes decode");
+            assert_eq!(outputs.state as u8, code);
+            assert_eq!(outputs.stop_reason.map_or(0, |r| r as u8), code);
+        }
+        for (record, what) in [
+            (TickRecord { state: 7, ..base }, "unknown state 7"),
+            (
+                TickRecord {
+                    stop_reason: 9,
+                    ..base
+                },
+                "unknown stop reason 9",
+            ),
+            (
+                TickRecord {
+                    events: base.events | 1 << 12,
+                    ..base
+                },
+                "unknown event bits 0x1000",
+            ),
+        ] {
+            let error = tick_io(&record).expect_err(what);
+            assert!(error.contains(what), "{error}");
+            assert!(error.contains("tick 7"), "{error}");
+        }
+    }
 }

@@ -65,8 +65,8 @@ pub struct Measurements {
     pub motor_off_ms: Option<f64>,
     /// Why the firmware stopped the motor first.
     pub stop_reason: Option<String>,
-    /// The firmware latched a fault (its `fault` event) on the tick of that first motor-off:
-    /// the protective stops (stall, over-time, low battery) must; a breakthrough stop must not.
+    /// The firmware latched a fault (its `fault` event) on the tick of that first motor-off,
+    /// as the protective stops must (SR-07.b stall, SR-08.b over-time, SR-11.a low battery).
     #[serde(default)]
     pub fault_latched: bool,
     /// Motor-off command minus `t_bt`, ms (SR-01).

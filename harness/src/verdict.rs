@@ -877,38 +877,32 @@ fn evaluate_one(
             } else {
                 not_exercised("SR-08.a", short.clone())
             };
-            let b = if over_time && m.fault_latched {
-                clause(
-                    "SR-08.b",
+            let outcome = if over_time && m.fault_latched {
+                Some((
                     Verdict::Pass,
-                    Some(run),
-                    "s",
-                    Some(max_s),
                     format!("stopped by the over-time fault after {run:.3} s"),
-                )
+                ))
             } else if over_time {
-                clause(
-                    "SR-08.b",
+                Some((
                     Verdict::Fail,
-                    Some(run),
-                    "s",
-                    Some(max_s),
                     format!("stopped for over-time after {run:.3} s, but no fault latched"),
-                )
+                ))
             } else if run > max_s {
-                clause(
-                    "SR-08.b",
+                Some((
                     Verdict::Fail,
-                    Some(run),
-                    "s",
-                    Some(max_s),
                     format!(
                         "ran {run:.3} s, past the {max_s} s limit, without the over-time fault (stop reason {})",
                         m.stop_reason.as_deref().unwrap_or("none")
                     ),
-                )
+                ))
             } else {
-                not_exercised("SR-08.b", short)
+                None
+            };
+            let b = match outcome {
+                Some((verdict, detail)) => {
+                    clause("SR-08.b", verdict, Some(run), "s", Some(max_s), detail)
+                }
+                None => not_exercised("SR-08.b", short),
             };
             vec![a, b]
         }

@@ -27,12 +27,17 @@ pub const FIRMWARE_EVENT_NAMES: &[(u16, &str)] = &[
     (event::DONE, "done"),
 ];
 
-/// Every event bit this harness has a name for.
-fn known_event_bits() -> u16 {
-    FIRMWARE_EVENT_NAMES
-        .iter()
-        .fold(0, |bits, (bit, _)| bits | bit)
-}
+/// Every event bit this harness has a name for (derived from [`FIRMWARE_EVENT_NAMES`] at
+/// compile time, not once per decoded tick).
+const KNOWN_EVENT_BITS: u16 = {
+    let mut bits = 0;
+    let mut k = 0;
+    while k < FIRMWARE_EVENT_NAMES.len() {
+        bits |= FIRMWARE_EVENT_NAMES[k].0;
+        k += 1;
+    }
+    bits
+};
 
 /// The ground truth of one tick's sample.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -230,7 +235,7 @@ pub fn tick_io(record: &TickRecord) -> Result<(Inputs, Outputs), String> {
             record.tick, record.stop_reason
         ));
     }
-    let unknown = record.events & !known_event_bits();
+    let unknown = record.events & !KNOWN_EVENT_BITS;
     if unknown != 0 {
         return Err(format!(
             "telemetry tick {} carries unknown event bits {unknown:#06x}",
@@ -309,7 +314,7 @@ mod tests {
             let record = TickRecord {
                 state: code,
                 stop_reason: code,
-                events: known_event_bits(),
+                events: KNOWN_EVENT_BITS,
                 ..base
             };
             let (_, outputs) = tick_io(&record).expect("known codes decode");

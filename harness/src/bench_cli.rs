@@ -200,7 +200,11 @@ pub struct LoadsimArgs {
     /// Inject: corrupt the CRC of every Nth READ reply.
     #[arg(long)]
     corrupt_every_nth_read: Option<u32>,
-    /// Inject: do not answer the Nth request.
+    /// Inject: ignore the Nth request, as if it were lost on the way (neither executed nor
+    /// answered).
+    #[arg(long)]
+    drop_request: Option<u64>,
+    /// Inject: execute the Nth request but do not answer it (the reply lost on the way back).
     #[arg(long)]
     drop_reply: Option<u64>,
     /// Inject: send garbage before the Nth reply.
@@ -305,6 +309,7 @@ fn loadsim_inner(args: LoadsimArgs) -> Result<i32, String> {
     let options = ServeOptions {
         faults: InjectedFaults {
             corrupt_every_nth_read: args.corrupt_every_nth_read,
+            drop_request: args.drop_request,
             drop_reply: args.drop_reply,
             garbage_before_reply: args.garbage_before_reply,
             hang_up_after: args.hang_up_after,

@@ -428,6 +428,11 @@ fn a_load_fault_a_lost_link_and_a_lost_probe_end_in_the_safe_state() {
     assert!(load.printed("EMERGENCY STOP"));
 }
 
+/// The number of a trial's `START` request on the load link, counted from 1 over the run
+/// (`HELLO`, `CAL?`, then the trial's `STATUS`, the three profiles' `BEGIN`, `DATA` and `END` of
+/// its scenario, `ARM`, `START`).
+const START_REQUEST: &str = "14";
+
 #[test]
 fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
     let _serial = one_at_a_time();
@@ -445,8 +450,9 @@ fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
                 "{:#010x}",
                 iohil::rig::bench::fake::INJECTED_FAULT_PC
             ))),
-        "{:?}",
-        t.firmware_faults
+        "{:?} (anomalies {:?})",
+        t.firmware_faults,
+        t.anomalies
     );
     assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
     verify_ok(&load.reports().join("latest"));
@@ -477,6 +483,36 @@ fn a_hardfault_fails_the_trial_with_its_fault_record_and_the_run_goes_on() {
         t.firmware_faults
     );
     assert!(!t.verdicts.is_empty());
+    assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
+}
+
+#[test]
+fn a_fault_while_start_is_retried_keeps_its_fault_frame() {
+    let _serial = one_at_a_time();
+    let Some(elf) = board_elf() else { return };
+    // START is lost on the way to the load (request START_REQUEST), so the client waits out its
+    // timeout (250 ms) and sends it again; meanwhile the board's RTT buffer (made small: 2 KiB, about
+    // 60 ticks) must still be read, or the fault frame of the HardFault at 150 ms, and the
+    // boot's report of it after the watchdog reset, would be dropped from a full buffer.
+    let load = Loadsim::start(&elf, &["--drop-request", START_REQUEST]);
+    load.inject("  inject:\n    rtt_bytes: 2048\n    hard_fault_at_ms: 150\n");
+    let out = load.run(&[SHORT]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let t = &load.results().scenarios[0].trials[0];
+    let pc = format!("{:#010x}", iohil::rig::bench::fake::INJECTED_FAULT_PC);
+    assert!(
+        t.firmware_faults
+            .iter()
+            .any(|f| f.starts_with("fault frame: hard_fault") && f.contains(&pc)),
+        "{:?} (anomalies {:?})",
+        t.firmware_faults,
+        t.anomalies
+    );
+    assert!(
+        !t.anomalies.iter().any(|a| a.contains("lost")),
+        "{:?}",
+        t.anomalies
+    );
     assert!(t.verdicts.iter().all(|v| v.verdict == Verdict::Fail));
 }
 

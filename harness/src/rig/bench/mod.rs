@@ -60,6 +60,9 @@ pub const STATUS_PERIOD: Duration = Duration::from_millis(100);
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Board ticks with the trigger released required before the load starts.
 pub const IDLE_TICKS_BEFORE_START: usize = 20;
+/// After a firmware fault ends a trial, how long RTT is still read for what the board reports
+/// about it (a watchdog reset after 15 ms, and the boot's report of the fault record).
+pub const FAULT_REPORT_GRACE: Duration = Duration::from_millis(100);
 /// How long the rig reads on after the load's end, for the release edge.
 pub const AFTER_END: Duration = Duration::from_millis(30);
 /// Below this the load's shaft counts as at rest, rpm (its speed sensor's noise floor).
@@ -553,14 +556,7 @@ impl BenchRig {
         tm.ticks_before_start = tm.ticks.len();
 
         // 3. The load plays the profile.
-        let t0_us = self.link("START", async |l| l.start().await)?;
-        let started = Instant::now();
-        let deadline = started
-            + Duration::from_secs_f64(scenario.duration_s + self.desc.file.trial_timeout_margin_s);
-        let mut next_status = started + STATUS_PERIOD;
-        let mut at_rest_since: Option<Instant> = None;
         let timeout_margin_s = self.desc.file.trial_timeout_margin_s;
-        let mut last_tick_at = (tm.ticks.len(), started);
         let (faults_before, restarts_before) = (tm.fault_frames.len(), tm.restarts);
         // The operator's last scheduled trigger change, s from the start (the sim's rule).
         let last_change_s = scenario
@@ -568,14 +564,15 @@ impl BenchRig {
             .release_s
             .unwrap_or(scenario.operator.press_s)
             .max(scenario.operator.press_s);
-        // RTT is read on its own thread for the whole playback, so that a slow load request
-        // (a reply retried after its timeout) never leaves the board's buffer undrained.
+        // RTT is read on its own thread from `START` to the end of playback, so that a slow
+        // load request (a reply retried after its timeout, `START`'s included) never leaves the
+        // board's buffer undrained: a full buffer drops frames, a fault frame among them.
         let stop_polling = AtomicBool::new(false);
         let (tx, rx) = std::sync::mpsc::channel::<Result<TargetPoll, TargetError>>();
         let target = &mut self.target;
         let (runtime, link, abort, elf_id) =
             (&self.runtime, &mut self.link, &self.abort, self.elf_id);
-        let ending = std::thread::scope(|scope| {
+        let (ending, t0_us) = std::thread::scope(|scope| {
             let stop = &stop_polling;
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -587,6 +584,19 @@ impl BenchRig {
                     std::thread::sleep(POLL_PERIOD);
                 }
             });
+            let t0_us = match runtime.block_on(link.start()) {
+                Ok(t0_us) => t0_us,
+                Err(e) => {
+                    stop_polling.store(true, Ordering::Relaxed);
+                    return (Ending::Abort(format!("load link lost (START): {e}")), 0);
+                }
+            };
+            let started = Instant::now();
+            let deadline =
+                started + Duration::from_secs_f64(scenario.duration_s + timeout_margin_s);
+            let mut next_status = started + STATUS_PERIOD;
+            let mut at_rest_since: Option<Instant> = None;
+            let mut last_tick_at = (tm.ticks.len(), started);
             let ending = 'play: loop {
                 if let Some(reason) = abort.reason() {
                     break Ending::Abort(reason);
@@ -677,8 +687,14 @@ impl BenchRig {
                 }
                 std::thread::sleep(POLL_PERIOD);
             };
+            if matches!(ending, Ending::FirmwareFault(_)) {
+                // What the board reports next is evidence of the same fault: the watchdog's
+                // reset, then the boot's report of the record the fault left in RAM (which the
+                // boot erases). The poller reads on for a while so that it is not left unread.
+                std::thread::sleep(FAULT_REPORT_GRACE);
+            }
             stop_polling.store(true, Ordering::Relaxed);
-            ending
+            (ending, t0_us)
         });
         // What the poller read after the loop's last look.
         for poll in rx.try_iter().flatten() {

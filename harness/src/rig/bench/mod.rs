@@ -307,6 +307,15 @@ impl Telemetry {
                         self.anomalies
                             .push(format!("tick frame {} before any boot frame", record.tick));
                     }
+                    if self.restarts == 0 && record.tick <= tick && !self.ticks.is_empty() {
+                        // The board's tick count went back: it restarted, and its boot frame
+                        // was lost (a full RTT buffer). Never mix two boots' ticks in a trace.
+                        self.restarts += 1;
+                        self.firmware_faults.push(format!(
+                            "the board restarted by itself (its tick count went back from {tick} to {}; the boot frame was lost)",
+                            record.tick
+                        ));
+                    }
                     if self.restarts > 0 {
                         // Another boot's clock: the trial's trace ends at the restart.
                         continue;
@@ -1064,4 +1073,58 @@ pub fn open_target(desc: &RigDescription) -> Result<Box<dyn Target>, TargetError
 /// Whether `path` looks like a serial device or pty this user can open (for early errors).
 pub fn port_exists(path: &str) -> bool {
     Path::new(path).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use driver_core::telemetry::{encode, Frame, TickRecord, MAX_FRAME_LEN};
+
+    use super::*;
+
+    fn frame(seq: u16, frame: &Frame) -> Vec<u8> {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let len = encode(seq, frame, &mut buf);
+        buf[..len].to_vec()
+    }
+
+    fn tick(tick: u32) -> Frame {
+        Frame::Tick(TickRecord {
+            tick,
+            ..TickRecord::default()
+        })
+    }
+
+    #[test]
+    fn a_restart_whose_boot_frame_was_lost_ends_the_trace_at_the_restart() {
+        let id = FirmwareId {
+            firmware_version: [0; 16],
+            core_version: [0; 16],
+            git_commit: [0; 20],
+            flags: 0,
+            core_source_sha256: [0; 32],
+            build_id: [0; 16],
+        };
+        let boot = Frame::Boot {
+            reset_cause: 0,
+            tick_hz: u16::try_from(driver_core::TICK_HZ).unwrap(),
+            id,
+        };
+        let mut bytes = frame(0, &boot);
+        bytes.extend(frame(1, &tick(1)));
+        bytes.extend(frame(2, &tick(2)));
+        // The next boot's frames 0 (boot) and 1 (its first tick) were dropped.
+        bytes.extend(frame(2, &tick(2)));
+        bytes.extend(frame(3, &tick(3)));
+        let mut tm = Telemetry::default();
+        tm.push(&bytes, &[], &id);
+        assert_eq!(tm.ticks.iter().map(|t| t.tick).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(tm.restarts, 1);
+        assert!(
+            tm.firmware_faults
+                .iter()
+                .any(|f| f.contains("tick count went back from 2 to 2")),
+            "{:?}",
+            tm.firmware_faults
+        );
+    }
 }

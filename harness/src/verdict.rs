@@ -456,7 +456,7 @@ pub const CLAUSE_RULES: &[ClauseRule] = &[
     clause_rule("SR-07.c", "per trial: no drive after that stop while the trigger stays held, watched for >= 450 ms"),
     clause_rule("SR-08.a", "per trial: longest continuous drive <= max_run_s"),
     clause_rule("SR-08.b", "per trial: a run that reaches max_run_s ends with the `over_time` reason and a latched `fault`"),
-    clause_rule("SR-09.a", "per trial: trigger release to zero duty <= max_deenergise_ms"),
+    clause_rule("SR-09.a", "per trial, when the motor is driven at the release: trigger release to zero duty <= max_deenergise_ms"),
     clause_rule("SR-09.b", "per trial: no drive while the trigger stays released, watched for >= 450 ms"),
     clause_rule("SR-10.a", "per trial on a cortex without a detected pop: load torque below plateau_fraction of its 50 ms cortical plateau to motor off <= max_stop_ms, and no far-cortex contact"),
     clause_rule("SR-11.a", "per trial, loaded battery < min_loaded_v: `low_battery` stop with a latched `fault` <= max_stop_ms after start, no restart while held"),
@@ -651,13 +651,16 @@ pub fn combine(requirement: &str, clauses: Vec<ClauseVerdict>) -> RequirementVer
     }
 }
 
-/// Evaluates every requirement the scenario verifies on one trial, clause by clause.
+/// Evaluates every requirement the scenario verifies on one trial, clause by clause: every
+/// clause FAILs on a firmware fault, is INCONCLUSIVE on a rig anomaly or when the firmware's
+/// telemetry contradicts itself ([`crate::consistency`]), and is otherwise judged by its check.
 pub fn evaluate_trial(
     trace: &Trace,
     measurements: &Measurements,
     scenario: &Scenario,
     requirements: &Requirements,
 ) -> Vec<RequirementVerdict> {
+    let contradictions = crate::consistency::contradictions(trace);
     scenario
         .verifies
         .iter()
@@ -685,6 +688,16 @@ pub fn evaluate_trial(
                         Verdict::Inconclusive,
                         true,
                         &format!("rig anomaly: {}", trace.anomalies.join("; ")),
+                    )
+                } else if !contradictions.is_empty() {
+                    every_clause(
+                        req,
+                        Verdict::Inconclusive,
+                        true,
+                        &format!(
+                            "the firmware's telemetry contradicts itself: {}",
+                            contradictions.join("; ")
+                        ),
                     )
                 } else if !req.rigs.iter().any(|r| r == &trace.rig) {
                     every_clause(
@@ -1167,13 +1180,21 @@ fn evaluate_release(
         ]);
     };
     let latency_ms = ((s.t_s[k_off] - release) * 1000.0).max(0.0);
-    let a = at_most(
-        "SR-09.a",
-        "release to de-energised",
-        latency_ms,
-        max_ms,
-        "ms",
-    );
+    let driven_at_release = from.checked_sub(1).is_some_and(|k| s.duty_permille[k] > 0);
+    let a = if driven_at_release {
+        at_most(
+            "SR-09.a",
+            "release to de-energised",
+            latency_ms,
+            max_ms,
+            "ms",
+        )
+    } else {
+        not_exercised(
+            "SR-09.a",
+            "the motor was not driven when the trigger was released",
+        )
+    };
     let b = if let Some(k) = (k_off..s.len()).find(|&k| s.duty_permille[k] > 0 && !s.trigger[k]) {
         clause(
             "SR-09.b",

@@ -549,11 +549,17 @@ fn a_protective_stop_without_a_latched_fault_fails_its_fault_clause() {
         assert!(m.fault_latched, "{id}: the shipped core latches a fault");
         let shipped = verdict_of(&verdicts, requirement);
         assert_eq!(shipped.verdict, Verdict::Pass, "{id}: {}", shipped.detail);
-        // The same stop, reported as a plain stop (the firmware's `fault` event gone), as a
-        // core whose `StopReason::is_fault` said no would report it.
+        // The same stop, reported as a plain stop (the firmware's `fault` event gone, Braking
+        // instead of Fault), as a core whose `StopReason::is_fault` said no would report it.
         trace
             .events
             .retain(|e| !(e.source == EventSource::Firmware && e.kind == "fault"));
+        for state in &mut trace.samples.state {
+            if *state == driver_core::State::Fault as u8 {
+                *state = driver_core::State::Braking as u8;
+            }
+        }
+        assert!(iohil::consistency::contradictions(&trace).is_empty());
         let m = measure(&trace, 0.05);
         assert!(!m.fault_latched);
         let verdicts = evaluate_trial(&trace, &m, scenario, &suite.requirements);
@@ -566,6 +572,101 @@ fn a_protective_stop_without_a_latched_fault_fails_its_fault_clause() {
             .unwrap_or_else(|| panic!("{id}: no clause {clause}"));
         assert_eq!(c.verdict, Verdict::Fail, "{id}: {}", c.detail);
         assert!(c.detail.contains("fault"), "{id}: {}", c.detail);
+    }
+}
+
+#[test]
+fn firmware_events_that_contradict_its_own_states_make_the_trial_inconclusive() {
+    let suite = suite(&["operator"]);
+    let mut rig = SimRig::default();
+    let scenario = scenario(&suite, "adult-release-after-stop");
+    let (trace, _, verdicts) = trial(&mut rig, &suite, scenario, 0);
+    assert_eq!(
+        iohil::consistency::contradictions(&trace),
+        Vec::<String>::new()
+    );
+    for v in &verdicts {
+        assert_eq!(v.verdict, Verdict::Pass, "{}: {}", v.requirement, v.detail);
+    }
+    let firmware = |t: &Trace, kind: &str| {
+        t.events
+            .iter()
+            .position(|e| e.source == EventSource::Firmware && e.kind == kind)
+            .unwrap_or_else(|| panic!("no `{kind}` event"))
+    };
+    let period = trace.sample_period_s;
+    type Edit = fn(&mut Trace, usize, f64);
+    let cases: [(&str, &str, Edit); 6] = [
+        // A start, and a stop, that the core does not report.
+        (
+            "started",
+            "idle -> blanking without the `started` event",
+            |t, k, _| {
+                t.events.remove(k);
+            },
+        ),
+        (
+            "motor_off",
+            "cortex -> braking without the `motor_off` event",
+            |t, k, _| {
+                t.events.remove(k);
+            },
+        ),
+        // A core that never reports `done`.
+        (
+            "done",
+            "braking -> done without the `done` event",
+            |t, k, _| {
+                t.events.remove(k);
+            },
+        ),
+        // The release after the stop, outside a run, unreported.
+        (
+            "trigger_released",
+            "without the `trigger_released` event",
+            |t, k, _| {
+                t.events.remove(k);
+            },
+        ),
+        // The release reported on two ticks in a row.
+        (
+            "trigger_released",
+            "reported again with no press since the last",
+            |t, k, period| {
+                let mut again = t.events[k].clone();
+                again.t_s += period;
+                t.events.insert(k + 1, again);
+            },
+        ),
+        // The release reported a tick before the trigger was let go.
+        (
+            "trigger_released",
+            "reported with the trigger pressed",
+            |t, k, _| {
+                let released = t.samples.trigger.iter().rposition(|&p| p).unwrap();
+                t.events[k].t_s = t.samples.t_s[released];
+            },
+        ),
+    ];
+    for (kind, expected, edit) in cases {
+        let mut tampered = trace.clone();
+        let k = firmware(&tampered, kind);
+        edit(&mut tampered, k, period);
+        tampered.events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let found = iohil::consistency::contradictions(&tampered);
+        assert!(
+            found.iter().any(|c| c.contains(expected)),
+            "{kind}: {found:?}"
+        );
+        let m = measure(&tampered, 0.05);
+        for v in evaluate_trial(&tampered, &m, scenario, &suite.requirements) {
+            assert_eq!(v.verdict, Verdict::Inconclusive, "{kind}: {}", v.detail);
+            assert!(
+                v.detail.contains("telemetry contradicts itself"),
+                "{kind}: {}",
+                v.detail
+            );
+        }
     }
 }
 

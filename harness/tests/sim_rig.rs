@@ -596,37 +596,28 @@ fn firmware_events_that_contradict_its_own_states_make_the_trial_inconclusive() 
     };
     let period = trace.sample_period_s;
     type Edit = fn(&mut Trace, usize, f64);
+    fn dropped(t: &mut Trace, k: usize, _: f64) {
+        t.events.remove(k);
+    }
     let cases: [(&str, &str, Edit); 6] = [
         // A start, and a stop, that the core does not report.
         (
             "started",
             "idle -> blanking without the `started` event",
-            |t, k, _| {
-                t.events.remove(k);
-            },
+            dropped,
         ),
         (
             "motor_off",
             "cortex -> braking without the `motor_off` event",
-            |t, k, _| {
-                t.events.remove(k);
-            },
+            dropped,
         ),
         // A core that never reports `done`.
-        (
-            "done",
-            "braking -> done without the `done` event",
-            |t, k, _| {
-                t.events.remove(k);
-            },
-        ),
+        ("done", "braking -> done without the `done` event", dropped),
         // The release after the stop, outside a run, unreported.
         (
             "trigger_released",
             "without the `trigger_released` event",
-            |t, k, _| {
-                t.events.remove(k);
-            },
+            dropped,
         ),
         // The release reported on two ticks in a row.
         (

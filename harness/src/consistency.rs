@@ -12,6 +12,7 @@
 //! | `motor_off` | the state leaves the driving states (Blanking, SoftTissue, Cortex) |
 //! | `fault` | the state enters Fault |
 //! | `done` | the state goes from Braking to Done |
+//! | `breakthrough`, `missed_pop` | a `motor_off` carries that stop reason |
 //! | `trigger_released` | the debounced trigger is released: only on a tick with the trigger released, at most once per release, and on every release that lasts the debounce time after a press that lasted it |
 //!
 //! A violation of any of these is a defect of the firmware's telemetry (a reviewer could not
@@ -25,7 +26,15 @@ use crate::trace::{EventSource, Trace};
 const MAX_NAMED: usize = 3;
 
 /// The events whose ticks these rules check, and their bits in the per-tick masks below.
-const CHECKED: [&str; 5] = ["started", "motor_off", "fault", "done", "trigger_released"];
+const CHECKED: [&str; 7] = [
+    "started",
+    "motor_off",
+    "fault",
+    "done",
+    "trigger_released",
+    "breakthrough",
+    "missed_pop",
+];
 
 fn bit(kind: &str) -> u8 {
     CHECKED
@@ -49,6 +58,8 @@ pub fn contradictions(trace: &Trace) -> Vec<String> {
     // Each checked event onto the tick it was reported with (same time, within half a period).
     let half = trace.sample_period_s / 2.0;
     let mut reported = vec![0u8; n];
+    // The motor-off events' ticks and the stop reasons they carry.
+    let mut stops = Vec::new();
     for e in &trace.events {
         let b = bit(&e.kind);
         if e.source != EventSource::Firmware || b == 0 {
@@ -57,6 +68,9 @@ pub fn contradictions(trace: &Trace) -> Vec<String> {
         let k = s.t_s[..n].partition_point(|&t| t < e.t_s - half);
         if k < n && (s.t_s[k] - e.t_s).abs() <= half {
             reported[k] |= b;
+            if e.kind == "motor_off" {
+                stops.push((k, e.detail.as_deref()));
+            }
         }
     }
     let mut found = Vec::new();
@@ -64,7 +78,7 @@ pub fn contradictions(trace: &Trace) -> Vec<String> {
 
     // The transitions: each event on exactly the ticks of its transition (from the second tick;
     // the first has no previous state in the trace).
-    let transition_bits = !bit("trigger_released");
+    let transition_bits = bit("started") | bit("motor_off") | bit("fault") | bit("done");
     for (k, &events) in reported.iter().enumerate().skip(1) {
         if s.state[k] == s.state[k - 1] && events & transition_bits == 0 {
             // No transition and no transition event: the common tick, nothing to check.
@@ -99,6 +113,25 @@ pub fn contradictions(trace: &Trace) -> Vec<String> {
                         )
                     },
                 );
+            }
+        }
+    }
+
+    // A detection's own event: `breakthrough` and `missed_pop` on exactly the ticks of a
+    // motor-off that carries that stop reason.
+    for kind in ["breakthrough", "missed_pop"] {
+        let b = bit(kind);
+        for &(k, reason) in &stops {
+            if reason == Some(kind) && reported[k] & b == 0 {
+                note(
+                    k,
+                    format!("a motor-off for `{kind}` without the `{kind}` event"),
+                );
+            }
+        }
+        for (k, &events) in reported.iter().enumerate() {
+            if events & b != 0 && !stops.iter().any(|&(at, r)| at == k && r == Some(kind)) {
+                note(k, format!("`{kind}` reported without a motor-off for it"));
             }
         }
     }

@@ -599,7 +599,13 @@ fn firmware_events_that_contradict_its_own_states_make_the_trial_inconclusive() 
     fn dropped(t: &mut Trace, k: usize, _: f64) {
         t.events.remove(k);
     }
-    let cases: [(&str, &str, Edit); 6] = [
+    let cases: [(&str, &str, Edit); 7] = [
+        // A detection whose own event is not reported.
+        (
+            "breakthrough",
+            "a motor-off for `breakthrough` without the `breakthrough` event",
+            dropped,
+        ),
         // A start, and a stop, that the core does not report.
         (
             "started",

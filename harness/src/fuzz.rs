@@ -112,29 +112,107 @@ pub struct FuzzCase {
     pub sensor: Option<(i32, i32, u32)>,
 }
 
+/// An inclusive integer range of one parameter of the space.
+pub type Bounds = (i32, i32);
+
+/// The bounds of every parameter of [`FuzzCase`] (see the module documentation for their
+/// sources). The fuzzer's strategy and the falsifier's decoder both read them here, so the two
+/// search exactly the same space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// [`FuzzCase::soft_pct`].
+    pub soft_pct: Bounds,
+    /// [`FuzzCase::cortex_pct`].
+    pub cortex_pct: Bounds,
+    /// [`FuzzCase::medullary_pct`].
+    pub medullary_pct: Bounds,
+    /// [`FuzzCase::far_cortex_pct`].
+    pub far_cortex_pct: Bounds,
+    /// [`FuzzCase::cortex_strength_pct`].
+    pub cortex_strength_pct: Bounds,
+    /// [`FuzzCase::medullary_strength_pct`].
+    pub medullary_strength_pct: Bounds,
+    /// [`FuzzCase::ramp_delta_cmm`].
+    pub ramp_delta_cmm: Bounds,
+    /// [`FuzzCase::cap_delta_cmm`].
+    pub cap_delta_cmm: Bounds,
+    /// [`FuzzCase::push_pct`].
+    pub push_pct: Bounds,
+    /// [`FuzzCase::oscillation`]: amplitude percent, frequency 1/10 Hz, phase degrees.
+    pub oscillation: [Bounds; 3],
+    /// [`FuzzCase::step`]: change percent, start ms, rise ms.
+    pub step: [Bounds; 3],
+    /// [`FuzzCase::reaction_delta_ms`].
+    pub reaction_delta_ms: Bounds,
+    /// [`FuzzCase::battery`]: open-circuit drop 1/100 V, extra resistance mOhm.
+    pub battery: [Bounds; 2],
+    /// [`FuzzCase::temperature_delta_c`].
+    pub temperature_delta_c: Bounds,
+    /// [`FuzzCase::sensor`]: gain percent, offset mA, noise mA rms.
+    pub sensor: [Bounds; 3],
+}
+
+/// The space searched, as documented in the module documentation.
+pub const SPACE: Space = Space {
+    soft_pct: (-50, 50),
+    cortex_pct: (-40, 40),
+    medullary_pct: (-40, 40),
+    far_cortex_pct: (-40, 40),
+    cortex_strength_pct: (-30, 30),
+    medullary_strength_pct: (-30, 30),
+    ramp_delta_cmm: (-100, 100),
+    cap_delta_cmm: (-10, 20),
+    push_pct: (-30, 30),
+    oscillation: [(0, 30), (20, 50), (0, 359)],
+    step: [(-40, 40), (100, 3000), (50, 200)],
+    reaction_delta_ms: (-50, 50),
+    battery: [(0, 110), (0, 350)],
+    temperature_delta_c: (-30, 60),
+    sensor: [(-10, 10), (-60, 60), (0, 40)],
+};
+
+fn signed(b: Bounds) -> std::ops::RangeInclusive<i32> {
+    b.0..=b.1
+}
+
+fn unsigned(b: Bounds) -> std::ops::RangeInclusive<u32> {
+    b.0.unsigned_abs()..=b.1.unsigned_abs()
+}
+
 /// The proptest strategy over [`FuzzCase`].
 pub fn case_strategy() -> impl Strategy<Value = FuzzCase> {
+    let s = SPACE;
     let bone = (
         0..PROFILES.len(),
-        -50i32..=50,
-        -40i32..=40,
-        -40i32..=40,
-        -40i32..=40,
-        -30i32..=30,
-        -30i32..=30,
-        -100i32..=100,
-        -10i32..=20,
+        signed(s.soft_pct),
+        signed(s.cortex_pct),
+        signed(s.medullary_pct),
+        signed(s.far_cortex_pct),
+        signed(s.cortex_strength_pct),
+        signed(s.medullary_strength_pct),
+        signed(s.ramp_delta_cmm),
+        signed(s.cap_delta_cmm),
     );
+    let [amplitude, frequency, phase] = s.oscillation;
+    let [change, start, rise] = s.step;
     let operator = (
-        -30i32..=30,
-        proptest::option::of((0u32..=30, 20u32..=50, 0u32..360)),
-        proptest::option::of((-40i32..=40, 100u32..=3000, 50u32..=200)),
-        -50i32..=50,
+        signed(s.push_pct),
+        // The phase was drawn from the half-open 0..360 since the first campaign: kept so, so that
+        // every campaign draws the cases it always drew.
+        proptest::option::of((
+            unsigned(amplitude),
+            unsigned(frequency),
+            phase.0.unsigned_abs()..phase.1.unsigned_abs() + 1,
+        )),
+        proptest::option::of((signed(change), unsigned(start), unsigned(rise))),
+        signed(s.reaction_delta_ms),
     );
+    let [drop, resistance] = s.battery;
+    let [gain, offset, noise] = s.sensor;
     let supply = (
-        proptest::option::of((0u32..=110, 0u32..=350)),
-        -30i32..=60,
-        proptest::option::of((-10i32..=10, -60i32..=60, 0u32..=40)),
+        proptest::option::of((unsigned(drop), unsigned(resistance))),
+        signed(s.temperature_delta_c),
+        proptest::option::of((signed(gain), signed(offset), unsigned(noise))),
     );
     (bone, operator, supply).prop_map(|(b, o, s)| FuzzCase {
         profile: b.0,
@@ -285,7 +363,8 @@ pub fn describe(case: &FuzzCase, profiles: &Profiles) -> String {
     format!("{}: {}", r.profile, parts.join(", "))
 }
 
-/// The case as a scenario file. `seed` seeds the trial's noise stream.
+/// The case as a scenario file that verifies every property. `seed` seeds the trial's noise
+/// stream.
 pub fn scenario_yaml(
     case: &FuzzCase,
     profiles: &Profiles,
@@ -293,6 +372,20 @@ pub fn scenario_yaml(
     title: &str,
     description: &str,
     seed: u64,
+) -> Result<String, String> {
+    scenario_yaml_verifying(case, profiles, id, title, description, seed, PROPERTIES)
+}
+
+/// The case as a scenario file that verifies `verifies`. `seed` seeds the trial's noise
+/// stream.
+pub fn scenario_yaml_verifying(
+    case: &FuzzCase,
+    profiles: &Profiles,
+    id: &str,
+    title: &str,
+    description: &str,
+    seed: u64,
+    verifies: &[&str],
 ) -> Result<String, String> {
     let r = resolve(case, profiles)?;
     let layer = |name: &str, thickness: f64, strength: &[f64; 4]| {
@@ -310,7 +403,7 @@ pub fn scenario_yaml(
     let _ = writeln!(y, "id: {id}");
     let _ = writeln!(y, "title: {}", yaml_string(title));
     let _ = writeln!(y, "description: {}", yaml_string(description));
-    let _ = writeln!(y, "verifies: [{}]", PROPERTIES.join(", "));
+    let _ = writeln!(y, "verifies: [{}]", verifies.join(", "));
     let _ = writeln!(y, "bone:");
     let _ = writeln!(y, "  profile: {}", r.profile);
     let _ = writeln!(y, "  soft_tissue: {{ thickness_mm: {} }}", r.soft_mm);
@@ -771,6 +864,19 @@ pub fn case_seed(seed: u64, index: u64) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index)
 }
 
+/// One case run and evaluated: its record, the scenario it ran as, the trial's measurements
+/// and the verdicts they gave.
+pub struct Evaluated {
+    /// The case's record.
+    pub record: CaseRecord,
+    /// The scenario the case ran as.
+    pub scenario: Scenario,
+    /// The trial's measurements.
+    pub measurements: crate::verdict::Measurements,
+    /// The verdict of every requirement the scenario verifies.
+    pub verdicts: Vec<crate::verdict::RequirementVerdict>,
+}
+
 /// Runs one case: writes it as YAML, loads it, runs one trial, evaluates the properties.
 pub fn run_case(
     case: &FuzzCase,
@@ -779,30 +885,38 @@ pub fn run_case(
     campaign: &Campaign<'_>,
     rig: &mut SimRig,
 ) -> Result<(CaseRecord, Scenario), String> {
-    let id = format!("fuzz-case-{index}");
-    let yaml = scenario_yaml(
+    evaluate_case(
         case,
-        campaign.profiles,
-        &id,
-        &id,
-        "fuzz case",
+        index,
         case_seed(seed, index),
-    )?;
-    let scenario = load_scenario_str(
-        Path::new("fuzz-case.yaml"),
-        &yaml,
         campaign.requirements,
         campaign.profiles,
+        rig,
     )
-    .map_err(|e| format!("case {index} does not make a valid scenario: {e}"))?;
+    .map(|e| (e.record, e.scenario))
+}
+
+/// Runs `case` as a scenario whose trial noise stream is `trial_seed`, and evaluates it;
+/// `index` names it in the record and in errors.
+pub fn evaluate_case(
+    case: &FuzzCase,
+    index: u64,
+    trial_seed: u64,
+    requirements: &Requirements,
+    profiles: &Profiles,
+    rig: &mut SimRig,
+) -> Result<Evaluated, String> {
+    let id = format!("fuzz-case-{index}");
+    let yaml = scenario_yaml(case, profiles, &id, &id, "fuzz case", trial_seed)?;
+    let scenario = load_scenario_str(Path::new("fuzz-case.yaml"), &yaml, requirements, profiles)
+        .map_err(|e| format!("case {index} does not make a valid scenario: {e}"))?;
     let trace = rig.run_trial(&scenario, 0).map_err(|e| e.to_string())?;
-    let stopped_fraction = campaign
-        .requirements
+    let stopped_fraction = requirements
         .get("SR-02")
         .and_then(|r| r.limits.get("stopped_speed_fraction"))
         .map_or(0.05, |l| l.value);
     let m = measure(&trace, stopped_fraction);
-    let verdicts = evaluate_trial(&trace, &m, &scenario, campaign.requirements);
+    let verdicts = evaluate_trial(&trace, &m, &scenario, requirements);
     rig.recycle(trace);
     let mut record = CaseRecord {
         index,
@@ -843,7 +957,12 @@ pub fn run_case(
     if let (Some(text), false) = (&record.never_detected, record.failed.is_empty()) {
         record.findings.insert(0, text.clone());
     }
-    Ok((record, scenario))
+    Ok(Evaluated {
+        record,
+        scenario,
+        measurements: m,
+        verdicts,
+    })
 }
 
 /// Shrinks a failing case while every requirement it failed keeps failing (so that the minimal

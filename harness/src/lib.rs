@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod bench;
 pub mod confidence;
 pub mod consistency;
+pub mod falsify;
 pub mod firmware;
 pub mod fuzz;
 pub mod loadlink;

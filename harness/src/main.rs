@@ -112,6 +112,43 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Guided falsification: per requirement, minimise its margin over the fuzz space with
+    /// IPOP-CMA-ES, stop at its first failure, shrink it and keep it as a regression scenario;
+    /// writes falsify.json and the report ("Worst cases found").
+    ///
+    /// Exit codes: 0 no requirement falsified, 1 a requirement falsified (or the time budget
+    /// cut the run short), 2 usage error.
+    Falsify {
+        /// Requirement to search (repeatable; default SR-01..SR-05 in order).
+        #[arg(long = "requirement", value_name = "SR-xx", value_parser = clap::builder::PossibleValuesParser::new(iohil::falsify::REQUIREMENTS))]
+        requirements: Vec<String>,
+        /// Most simulations per requirement (shrinking not counted).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+        budget: u64,
+        /// Stop starting new generations after this long (e.g. 90s, 10m); the result says so.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        time_budget: Option<std::time::Duration>,
+        /// Seed; the same seed gives the same search and results whatever --jobs is.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads (results do not depend on it).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
+        /// Directory that receives the minimal failing cases as scenario files.
+        #[arg(long, default_value = "scenarios/regressions")]
+        promote: PathBuf,
+        /// Do not write regression scenarios.
+        #[arg(long)]
+        no_promote: bool,
+        /// Suite whose requirements and profiles the search uses.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
+        /// Do not show progress.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Tool validation: run firmware with known defects and check that each is caught by the
     /// requirement expected to catch it, against the shipped firmware as control; writes
     /// validation.json and validation.md (exit 0 every defect caught, 1 not, 2 bad input).
@@ -161,7 +198,7 @@ enum Command {
     /// 2 a benchmark could not run (e.g. no ELF for `emu`).
     Bench {
         /// Only these benchmarks (`sim`, `emu`, `fuzz`, `fuzzmem`, `report`, `decode`, `link`,
-        /// `reject`); default all.
+        /// `reject`, `falsify`); default all.
         #[arg(long)]
         only: Vec<String>,
         /// Board firmware ELF for the `emu` benchmark.
@@ -339,6 +376,28 @@ fn main() -> ExitCode {
             jobs: usize::from(jobs),
             shard: shard.unwrap_or((1, 1)),
             time_budget,
+            promote: (!no_promote).then_some(promote),
+            suite,
+            evidence,
+            no_progress,
+        }),
+        Command::Falsify {
+            requirements,
+            budget,
+            time_budget,
+            seed,
+            jobs,
+            promote,
+            no_promote,
+            suite,
+            evidence,
+            no_progress,
+        } => falsify(FalsifyOptions {
+            requirements,
+            budget,
+            time_budget,
+            seed,
+            jobs: usize::from(jobs),
             promote: (!no_promote).then_some(promote),
             suite,
             evidence,
@@ -789,6 +848,102 @@ fn fuzz(options: FuzzOptions) -> i32 {
         }
     }
     code
+}
+
+struct FalsifyOptions {
+    requirements: Vec<String>,
+    budget: u64,
+    time_budget: Option<std::time::Duration>,
+    seed: u64,
+    jobs: usize,
+    promote: Option<PathBuf>,
+    suite: PathBuf,
+    evidence: EvidenceArgs,
+    no_progress: bool,
+}
+
+fn falsify(options: FalsifyOptions) -> i32 {
+    let (requirements, profiles) = match suite_data(&options.suite) {
+        Ok(data) => data,
+        Err(code) => return code,
+    };
+    let mut targets = options.requirements;
+    if targets.is_empty() {
+        targets = iohil::falsify::REQUIREMENTS
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect();
+    }
+    targets.dedup();
+    let falsification = iohil::falsify::Falsification {
+        requirements: &requirements,
+        profiles: &profiles,
+        rig: SimRig::default(),
+        seed: options.seed,
+        targets,
+        budget: options.budget,
+        time_budget: options.time_budget,
+        jobs: options.jobs.max(1),
+    };
+    let started = std::time::Instant::now();
+    let progress = if options.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let outcome = iohil::falsify::run(&falsification, |requirement, simulations, worst| {
+        progress.set_message(format!(
+            "{requirement}: {simulations} simulations, worst margin {worst:+.3}"
+        ));
+        progress.tick();
+    });
+    progress.finish_and_clear();
+    let mut results = match outcome {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "ran {} simulations in {elapsed:.1} s with --jobs {} (shrinking included in the time)",
+        results.simulations(),
+        falsification.jobs
+    );
+    if let Some(dir) = &options.promote {
+        if let Err(error) = iohil::falsify::promote(&mut results, dir) {
+            eprintln!(
+                "error: failed to write regression scenarios to {}: {error}",
+                dir.display()
+            );
+            return EXIT_USAGE;
+        }
+    }
+    print!("{}", results.text());
+    let run_id = options
+        .evidence
+        .run_id
+        .unwrap_or_else(iohil::run::new_run_id);
+    match iohil::falsify::write_evidence(&results, &options.evidence.reports, &run_id) {
+        Ok(path) => {
+            println!("evidence: {}", path.display());
+            if let Some(run_dir) = path.parent() {
+                if !write_reports(run_dir) {
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    }
+    i32::from(results.failed() || !results.complete)
 }
 
 /// Prints a campaign, writes its evidence, and returns the exit code.

@@ -460,3 +460,61 @@ fn known_anomalies_label_their_fails_and_only_the_flag_lets_the_exit_code_ignore
     assert!(stderr.contains("anomalies.yaml:6:"), "{stderr}");
     assert!(stderr.contains("unknown requirement `SR-2`"), "{stderr}");
 }
+
+#[test]
+fn falsify_writes_its_worst_cases_as_evidence_and_report_and_refuses_bad_arguments() {
+    let reports = tempfile::tempdir().expect("tempdir");
+    let reports_arg = reports.path().to_str().expect("utf-8 path");
+    let out = iohil_in(
+        &[
+            "falsify",
+            "--requirement",
+            "SR-01",
+            "--requirement",
+            "SR-04",
+            "--budget",
+            "40",
+            "--jobs",
+            "2",
+            "--no-promote",
+            "--no-progress",
+            "--reports",
+            reports_arg,
+            "--run-id",
+            "f",
+        ],
+        &repo(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("no requirement falsified"), "{stdout}");
+    let run = reports.path().join("f");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("falsify.json")).expect("falsify.json"))
+            .expect("json");
+    assert_eq!(json["searches"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["searches"][0]["simulations"], 40);
+    let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("Worst cases found") && html.contains("<svg"),
+        "no falsify section"
+    );
+    let summary = std::fs::read_to_string(run.join("summary.md")).expect("summary.md");
+    assert!(
+        summary.contains("## Worst cases found") && summary.contains("| SR-04 |"),
+        "{summary}"
+    );
+    let junit = std::fs::read_to_string(run.join("junit.xml")).expect("junit.xml");
+    assert!(junit.contains("name=\"falsify\""), "{junit}");
+    let verify = iohil_in(&["verify", run.to_str().expect("utf-8")], &repo());
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+
+    for bad in [
+        &["falsify", "--requirement", "SR-07"][..],
+        &["falsify", "--budget", "0"][..],
+        &["falsify", "--time-budget", "soon"][..],
+    ] {
+        let out = iohil_in(bad, &repo());
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+}

@@ -259,3 +259,157 @@ fn a_failure_a_known_anomaly_keeps_is_labelled_still_fails_and_is_not_promoted_t
         .join(format!("fuzz-s1-c{}.yaml", failure.index))
         .exists());
 }
+
+/// Guided falsification of `targets` on the sim rig with `config`.
+fn falsify(
+    data: &(Requirements, Profiles),
+    config: Config,
+    targets: &[&str],
+    budget: u64,
+    seed: u64,
+    jobs: usize,
+) -> iohil::falsify::FalsifyResults {
+    let f = iohil::falsify::Falsification {
+        requirements: &data.0,
+        profiles: &data.1,
+        rig: SimRig::with_config(config),
+        seed,
+        targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        budget,
+        time_budget: None,
+        jobs,
+    };
+    iohil::falsify::run(&f, |_, _, _| {}).expect("falsification runs")
+}
+
+#[test]
+fn falsification_is_identical_whatever_the_number_of_jobs() {
+    let data = suite_data();
+    let one = falsify(&data, Config::DEFAULT, &["SR-01", "SR-04"], 60, 3, 1);
+    let mut two = falsify(&data, Config::DEFAULT, &["SR-01", "SR-04"], 60, 3, 2);
+    // Everything but the wall-clock times.
+    two.started_utc.clone_from(&one.started_utc);
+    two.finished_utc.clone_from(&one.finished_utc);
+    assert_eq!(one, two);
+    for search in &one.searches {
+        assert_eq!(search.simulations, 60, "{search:?}");
+        let worst = search.worst.as_ref().expect("a worst case");
+        assert!(worst.margin > 0.0 && worst.margin <= 1.0, "{worst:?}");
+        assert!(!search.history.is_empty());
+        // The history is the running minimum, ending at the worst case.
+        assert!(search
+            .history
+            .windows(2)
+            .all(|w| w[1].worst_margin <= w[0].worst_margin));
+        assert_eq!(
+            search.history.last().map(|h| h.worst_margin),
+            Some(worst.margin)
+        );
+    }
+    assert!(!one.failed() && one.complete);
+}
+
+/// A weakened core whose failures lie in a small corner of the space (the `falsify`
+/// benchmark's: random sampling meets one in many thousand cases).
+#[test]
+fn a_weakened_core_is_falsified_shrunk_promoted_and_replayed() {
+    let data = suite_data();
+    let weak = iohil::bench::FALSIFY_BENCH_CONFIG;
+    let mut found = 0;
+    for seed in [1, 2, 10] {
+        let mut results = falsify(&data, weak, &["SR-01", "SR-03"], 1000, seed, 2);
+        let sr01 = &results.searches[0];
+        let Some(at) = sr01.first_failure_at else {
+            continue;
+        };
+        found += 1;
+        assert!(at <= 1000 && sr01.simulations >= at);
+        assert!(results.failing_requirements.contains(&"SR-01".to_owned()));
+        let worst = sr01.worst.as_ref().expect("worst case");
+        assert!(worst.margin <= 0.0 && worst.failed.contains(&"SR-01".to_owned()));
+        let failure = sr01.failure.clone().expect("a shrunk failure");
+        assert!(failure.minimal_requirements.contains(&"SR-01".to_owned()));
+        // The minimal case is no more complicated than the one found.
+        let disturbances = |c: &iohil::fuzz::FuzzCase| {
+            [
+                c.oscillation.is_some(),
+                c.step.is_some(),
+                c.battery.is_some(),
+                c.sensor.is_some(),
+            ]
+            .iter()
+            .filter(|d| **d)
+            .count()
+        };
+        assert!(disturbances(&failure.case) <= disturbances(&worst.case));
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["requirements.yaml", "profiles.yaml"] {
+            std::fs::copy(scenarios().join(file), dir.path().join(file)).expect("copy");
+        }
+        let regressions = dir.path().join("regressions");
+        let written = iohil::falsify::promote(&mut results, &regressions).expect("promote");
+        assert!(!written.is_empty());
+        let file = regressions.join(format!("falsify-s{seed}-sr01.yaml"));
+        assert!(written.contains(&file), "{written:?}");
+        // The promoted scenario replays the failure on the weakened core, and the shipped core
+        // passes it.
+        let suite = load_suite(std::slice::from_ref(&file)).expect("the promoted file loads");
+        let reports = tempfile::tempdir().expect("tempdir");
+        let verdict_on = |config: Config, id: &str| {
+            let options = RunOptions {
+                reports_dir: reports.path().to_owned(),
+                run_id: Some(id.to_owned()),
+            };
+            let (_, run) = run_suite(
+                &suite,
+                &mut SimRig::with_config(config),
+                &options,
+                |_, _| {},
+            )
+            .expect("replay");
+            run.scenarios[0]
+                .verdicts
+                .iter()
+                .find(|v| v.requirement == "SR-01")
+                .map(|v| v.verdict)
+        };
+        assert_eq!(
+            verdict_on(weak, "weakened"),
+            Some(Verdict::Fail),
+            "{file:?}"
+        );
+        assert_eq!(
+            verdict_on(Config::DEFAULT, "shipped"),
+            Some(Verdict::Pass),
+            "{file:?}"
+        );
+    }
+    assert_eq!(
+        found, 3,
+        "guided falsification finds the weakened core's failure on every seed"
+    );
+}
+
+#[test]
+fn falsification_refuses_a_requirement_it_cannot_search_and_stops_on_its_time_budget() {
+    let data = suite_data();
+    let mut f = iohil::falsify::Falsification {
+        requirements: &data.0,
+        profiles: &data.1,
+        rig: SimRig::default(),
+        seed: 1,
+        targets: vec!["SR-07".to_owned()],
+        budget: 10,
+        time_budget: None,
+        jobs: 1,
+    };
+    let error = iohil::falsify::run(&f, |_, _, _| {}).expect_err("SR-07 is not searchable");
+    assert!(error.contains("SR-07"), "{error}");
+    f.targets = vec!["SR-01".to_owned()];
+    f.budget = 1_000_000;
+    f.time_budget = Some(std::time::Duration::from_millis(300));
+    let results = iohil::falsify::run(&f, |_, _, _| {}).expect("runs");
+    assert!(!results.complete, "a search cut short says so");
+    assert!(results.searches[0].simulations < 1_000_000);
+    assert!(results.text().contains("INCOMPLETE"));
+}

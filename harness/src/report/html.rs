@@ -31,11 +31,21 @@ pub fn render(report: &Report) -> Result<String, ReportError> {
         .iter()
         .filter_map(|s| s.plot.as_ref().map(|p| (s.id.as_str(), p.to_svg())))
         .collect();
+    let falsify_plot = report.falsify.as_ref().map(|f| {
+        let series: Vec<(String, Vec<(u64, f64)>)> = f
+            .rows
+            .iter()
+            .filter(|row| !row.history.is_empty())
+            .map(|row| (row.requirement.clone(), row.history.clone()))
+            .collect();
+        super::plot::margin_history_svg(&series)
+    });
     let template = env.get_template("report.html").map_err(fail)?;
     template
         .render(minijinja::context! {
             r => Value::from(minijinja::value::Serde(report)),
             plots => Value::from(minijinja::value::Serde(&plots)),
+            falsify_plot => falsify_plot,
             max_trial_rows => MAX_TRIAL_ROWS,
         })
         .map_err(fail)

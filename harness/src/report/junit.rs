@@ -165,6 +165,50 @@ pub fn render(report: &Report) -> String {
         });
     }
 
+    if let Some(falsify) = &report.falsify {
+        suites.push(Suite {
+            name: "falsify".to_owned(),
+            properties: vec![
+                ("seed".to_owned(), falsify.seed.to_string()),
+                ("budget".to_owned(), falsify.budget.to_string()),
+            ],
+            cases: falsify
+                .rows
+                .iter()
+                .map(|row| Case {
+                    name: row.requirement.clone(),
+                    classname: "iohil.falsify".to_owned(),
+                    outcome: if row.falsified {
+                        Outcome::Failure {
+                            kind: "FAIL".to_owned(),
+                            message: format!(
+                                "{}: {}",
+                                row.result,
+                                row.minimal
+                                    .as_deref()
+                                    .or(row.worst_case.as_deref())
+                                    .unwrap_or("-")
+                            ),
+                        }
+                    } else if row.worst_margin.is_none() || !falsify.complete {
+                        Outcome::Error {
+                            kind: "incomplete".to_owned(),
+                            message: format!("{} ({} simulations)", row.result, row.simulations),
+                        }
+                    } else {
+                        Outcome::Pass
+                    },
+                    system_out: Some(format!(
+                        "worst margin {}: {}",
+                        row.worst_margin
+                            .map_or("-".to_owned(), |m| format!("{m:+.3}")),
+                        row.worst_case.as_deref().unwrap_or("-")
+                    )),
+                })
+                .collect(),
+        });
+    }
+
     let total = |f: &dyn Fn(&Outcome) -> bool| suites.iter().map(|s| s.count(f)).sum::<usize>();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(

@@ -125,6 +125,34 @@ pub fn render(report: &Report) -> String {
             md.push_str(&format!("{}.\n\n", cell(rate)));
         }
     }
+    if let Some(falsify) = &report.falsify {
+        md.push_str(&format!(
+            "## Worst cases found\n\nGuided falsification seed {}, at most {} simulations per \
+             requirement, {} in all{}. A margin at or below 0 is a FAIL.\n\n\
+             | requirement | worst margin | simulations | result | worst case found |\n\
+             |---|---|---|---|---|\n",
+            falsify.seed,
+            falsify.budget,
+            falsify.simulations,
+            if falsify.complete {
+                ""
+            } else {
+                " (INCOMPLETE: time budget)"
+            },
+        ));
+        for row in &falsify.rows {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                cell(&row.requirement),
+                row.worst_margin
+                    .map_or("-".to_owned(), |m| format!("{m:+.3}")),
+                row.simulations,
+                cell(&row.result),
+                cell(row.worst_case.as_deref().unwrap_or("-"))
+            ));
+        }
+        md.push('\n');
+    }
     if !report.anomalies.is_empty() {
         md.push_str(&format!(
             "{} anomalies or INCONCLUSIVE verdicts, first: {}\n\n",
@@ -135,10 +163,12 @@ pub fn render(report: &Report) -> String {
     md.push_str(&format!(
         "Full report: `report.html`; machine-readable: `{}`, `report.json`; integrity: \
          `iohil verify <run-dir>`.\n",
-        if report.scenarios.is_empty() && report.fuzz.is_some() {
-            "fuzz.json"
-        } else {
+        if !report.scenarios.is_empty() || (report.fuzz.is_none() && report.falsify.is_none()) {
             "results.json"
+        } else if report.falsify.is_some() {
+            "falsify.json"
+        } else {
+            "fuzz.json"
         }
     ));
     md

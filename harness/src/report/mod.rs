@@ -41,6 +41,8 @@ pub const JUNIT_XML: &str = "junit.xml";
 pub const SUMMARY_MD: &str = "summary.md";
 /// The fuzz campaign record, when the run directory holds one.
 pub const FUZZ_FILE: &str = "fuzz.json";
+/// The falsification record, when the run directory holds one.
+pub const FALSIFY_FILE: &str = crate::falsify::FALSIFY_FILE;
 
 /// Units and labels of the statistic metrics (names from [`STATISTIC_METRICS`]).
 pub fn metric_label(metric: &str) -> (&'static str, &'static str) {
@@ -96,6 +98,9 @@ pub struct Report {
     pub accept_known_anomalies: bool,
     /// The fuzz campaign, when the run directory holds one.
     pub fuzz: Option<FuzzSection>,
+    /// The falsification ("worst cases found"), when the run directory holds one.
+    #[serde(default)]
+    pub falsify: Option<FalsifySection>,
     /// Baseline comparison, when the run had one.
     pub baseline: Option<Comparison>,
     /// Every evidence file with its SHA-256 (the report's own views are in `manifest.json`).
@@ -296,6 +301,69 @@ pub struct FuzzSection {
     pub failures: Vec<FuzzFailureRow>,
 }
 
+/// A falsification summary: the worst case found per requirement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FalsifySection {
+    /// Seed.
+    pub seed: u64,
+    /// Most simulations per requirement.
+    pub budget: u64,
+    /// Every search ran to its end.
+    pub complete: bool,
+    /// Simulations over all searches.
+    pub simulations: u64,
+    /// Requirements falsified.
+    pub failing_requirements: Vec<String>,
+    /// One row per requirement searched.
+    pub rows: Vec<FalsifyRow>,
+    /// The shrunk failures, once each (a case that failed several requirements is one).
+    pub failures: Vec<FalsifyFailureRow>,
+}
+
+/// One shrunk failure of a falsification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FalsifyFailureRow {
+    /// Scenario id it is promoted under.
+    pub scenario_id: String,
+    /// Requirements whose worst case it is.
+    pub requirements: Vec<String>,
+    /// The minimal case, described.
+    pub minimal: String,
+    /// What failed on it.
+    pub findings: Vec<String>,
+    /// The minimal case as a scenario file.
+    pub scenario_yaml: String,
+    /// Where it was promoted, if it was.
+    pub scenario_file: Option<PathBuf>,
+}
+
+/// One requirement's search in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FalsifyRow {
+    /// Requirement.
+    pub requirement: String,
+    /// What the margin measures.
+    pub objective: String,
+    /// Smallest normalised margin found (at most 0: falsified).
+    pub worst_margin: Option<f64>,
+    /// Simulations of its search.
+    pub simulations: u64,
+    /// CMA-ES restarts.
+    pub restarts: u32,
+    /// Falsified.
+    pub falsified: bool,
+    /// The outcome in words.
+    pub result: String,
+    /// The worst case, described.
+    pub worst_case: Option<String>,
+    /// What the worst case showed.
+    pub findings: Vec<String>,
+    /// The minimal failing case, described.
+    pub minimal: Option<String>,
+    /// Worst margin after each generation: (simulations, margin).
+    pub history: Vec<(u64, f64)>,
+}
+
 /// One shrunk fuzz failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FuzzFailureRow {
@@ -318,13 +386,13 @@ pub struct FuzzFailureRow {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Neither results.json nor fuzz.json.
-    #[error("{0} holds no run evidence (no results.json or fuzz.json)")]
+    #[error("{0} holds no run evidence (no results.json, fuzz.json or falsify.json)")]
     NoEvidence(PathBuf),
     /// Reading or writing failed.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// fuzz.json unreadable.
-    #[error("{path} is not a valid fuzz record: {message}")]
+    /// fuzz.json or falsify.json unreadable.
+    #[error("{path} is not a valid fuzz or falsification record: {message}")]
     Fuzz {
         /// File.
         path: PathBuf,
@@ -373,56 +441,110 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
     } else {
         None
     };
+    let falsify_path = run_dir.join(FALSIFY_FILE);
+    let falsify = if falsify_path.is_file() {
+        let invalid = |message: String| ReportError::Fuzz {
+            path: falsify_path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&falsify_path).map_err(|e| invalid(e.to_string()))?;
+        Some(
+            serde_json::from_str::<crate::falsify::FalsifyResults>(&text)
+                .map_err(|e| invalid(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let evidence = manifest::evidence_files(run_dir)?;
     let fuzz_section = fuzz.as_ref().map(fuzz_section);
+    let falsify_section = falsify.as_ref().map(falsify_section);
 
-    let results = match (results, &fuzz) {
-        (Some(results), _) => results,
-        (None, None) => return Err(ReportError::NoEvidence(run_dir.to_owned())),
-        (None, Some(fuzz)) => {
-            let failing = &fuzz.failing_requirements;
-            let verdict = if failing.is_empty() {
-                Some(Verdict::Pass)
-            } else {
-                Some(Verdict::Fail)
-            };
+    let results = match (results, &fuzz, &falsify) {
+        (Some(results), _, _) => results,
+        (None, None, None) => return Err(ReportError::NoEvidence(run_dir.to_owned())),
+        (None, _, _) => {
+            let mut failing: Vec<String> = Vec::new();
             let mut notes = Vec::new();
-            if !fuzz.complete {
-                notes.push("the campaign did not run every case (time budget)".to_owned());
+            let mut complete = true;
+            let mut harness = HarnessIdentity::current();
+            let mut seeds = Vec::new();
+            let (mut started_utc, mut finished_utc) = (None, None);
+            if let Some(fuzz) = &fuzz {
+                if !fuzz.complete {
+                    notes.push("the campaign did not run every case (time budget)".to_owned());
+                }
+                if !fuzz.failing_requirements.is_empty() {
+                    notes.push(format!(
+                        "the campaign failed {}",
+                        fuzz.failing_requirements.join(", ")
+                    ));
+                }
+                failing.extend(fuzz.failing_requirements.iter().cloned());
+                complete &= fuzz.complete;
+                harness = fuzz.harness.clone();
+                seeds.push(("fuzz campaign".to_owned(), fuzz.seed));
             }
-            if !failing.is_empty() {
-                notes.push(format!("the campaign failed {}", failing.join(", ")));
+            if let Some(falsify) = &falsify {
+                if !falsify.complete {
+                    notes.push(
+                        "the falsification did not run every search to its end (time budget)"
+                            .to_owned(),
+                    );
+                }
+                if !falsify.failing_requirements.is_empty() {
+                    notes.push(format!(
+                        "the falsification found cases failing {}",
+                        falsify.failing_requirements.join(", ")
+                    ));
+                }
+                failing.extend(falsify.failing_requirements.iter().cloned());
+                complete &= falsify.complete;
+                harness = falsify.harness.clone();
+                started_utc = Some(falsify.started_utc.clone());
+                finished_utc = Some(falsify.finished_utc.clone());
+                seeds.push(("falsification".to_owned(), falsify.seed));
             }
+            failing.sort();
+            failing.dedup();
+            // A search cut short proves nothing about what it did not reach: never PASS.
+            let verdict = Some(if !failing.is_empty() {
+                Verdict::Fail
+            } else if falsify.as_ref().is_some_and(|f| !f.complete) {
+                Verdict::Incomplete
+            } else {
+                Verdict::Pass
+            });
+            let exit_code = i32::from(verdict != Some(Verdict::Pass));
             return Ok(Report {
                 format_version: REPORT_FORMAT_VERSION,
                 generated_utc: now_utc(),
                 generator: HarnessIdentity::current(),
                 identification: Identification {
                     run_id,
-                    started_utc: None,
-                    finished_utc: None,
-                    harness: fuzz.harness.clone(),
+                    started_utc,
+                    finished_utc,
+                    harness,
                     host: None,
                     rig: None,
                     firmware: Vec::new(),
                     suite_root: None,
                     requirements_file: None,
                     scenario_files: Vec::new(),
-                    seeds: vec![("fuzz campaign".to_owned(), fuzz.seed)],
+                    seeds,
                 },
                 status: Status {
                     verdict,
-                    complete: fuzz.complete,
+                    complete,
                     notes,
                 },
                 acceptance: Vec::new(),
                 summary: Summary {
                     verdict,
-                    exit_code: if failing.is_empty() { 0 } else { 1 },
+                    exit_code,
                     ..Summary::default()
                 },
                 traceability: Vec::new(),
@@ -431,6 +553,7 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
                 known_anomalies: Vec::new(),
                 accept_known_anomalies: false,
                 fuzz: fuzz_section,
+                falsify: falsify_section,
                 baseline: None,
                 evidence,
             });
@@ -706,6 +829,7 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
         known_anomalies: known_anomaly_rows(&results),
         accept_known_anomalies: results.accept_known_anomalies,
         fuzz: fuzz_section,
+        falsify: falsify_section,
         baseline: results.baseline_comparison.clone(),
         evidence,
     })
@@ -892,6 +1016,77 @@ fn scenario_section(
         },
         firmware,
     )
+}
+
+fn falsify_section(falsify: &crate::falsify::FalsifyResults) -> FalsifySection {
+    let mut failures: Vec<FalsifyFailureRow> = Vec::new();
+    for s in &falsify.searches {
+        let Some(f) = &s.failure else {
+            continue;
+        };
+        if let Some(row) = failures.iter_mut().find(|r| r.scenario_id == f.scenario_id) {
+            row.requirements.push(s.requirement.clone());
+            continue;
+        }
+        failures.push(FalsifyFailureRow {
+            scenario_id: f.scenario_id.clone(),
+            requirements: vec![s.requirement.clone()],
+            minimal: f.minimal.clone(),
+            findings: f.findings.clone(),
+            scenario_yaml: f.scenario_yaml.clone(),
+            scenario_file: f.scenario_file.clone(),
+        });
+    }
+    FalsifySection {
+        failures,
+        seed: falsify.seed,
+        budget: falsify.budget,
+        complete: falsify.complete,
+        simulations: falsify.simulations(),
+        failing_requirements: falsify.failing_requirements.clone(),
+        rows: falsify
+            .searches
+            .iter()
+            .map(|s| FalsifyRow {
+                requirement: s.requirement.clone(),
+                objective: s.objective.clone(),
+                worst_margin: s.worst.as_ref().map(|w| w.margin),
+                simulations: s.simulations,
+                restarts: s.restarts,
+                falsified: s.falsified,
+                result: match (&s.worst, s.falsified, s.first_failure_at) {
+                    (Some(_), true, Some(at)) => {
+                        format!("FALSIFIED at simulation {at} of its search")
+                    }
+                    (Some(w), true, None) => format!(
+                        "FALSIFIED by the {} search (simulation {})",
+                        w.found_by, w.at_simulation
+                    ),
+                    (Some(_), false, _) if s.simulations == 0 => {
+                        "not searched (time budget); worst margin from the other searches"
+                            .to_owned()
+                    }
+                    (Some(_), false, _) => format!(
+                        "held over {} simulations ({} restarts)",
+                        s.simulations, s.restarts
+                    ),
+                    (None, _, _) => "not assessed (no simulation ran)".to_owned(),
+                },
+                worst_case: s.worst.as_ref().map(|w| w.description.clone()),
+                findings: s
+                    .worst
+                    .as_ref()
+                    .map(|w| w.findings.clone())
+                    .unwrap_or_default(),
+                minimal: s.failure.as_ref().map(|f| f.minimal.clone()),
+                history: s
+                    .history
+                    .iter()
+                    .map(|h| (h.simulations, h.worst_margin))
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 fn fuzz_section(fuzz: &FuzzResults) -> FuzzSection {

@@ -436,3 +436,91 @@ fn fmt_tick(value: f64) -> String {
         text.to_owned()
     }
 }
+
+/// The falsification's convergence: per requirement, the smallest normalised margin found
+/// against the simulations of its search, a step line, with the failure boundary (margin 0)
+/// marked. Margins are clipped to [-1, 1] for display (the table gives the values).
+pub fn margin_history_svg(series: &[(String, Vec<(u64, f64)>)]) -> String {
+    const COLORS: [&str; 6] = [
+        "#1f5fbf", "#c0392b", "#1e8449", "#8e44ad", "#d35400", "#555",
+    ];
+    let (panel_w, panel_h, margin_l, margin_t) = (640.0, 220.0, 64.0, 30.0);
+    let width = margin_l + panel_w + 150.0;
+    let height = margin_t + panel_h + 46.0;
+    let max_x = series
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|p| p.0 as f64))
+        .fold(1.0, f64::max);
+    let clip = |v: f64| v.clamp(-1.0, 1.0);
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|p| clip(p.1)))
+        .filter(|v| v.is_finite())
+        .chain([0.0])
+        .collect();
+    let (lo, hi) = nice_range(&values);
+    let sx = |x: f64| margin_l + x / max_x * panel_w;
+    let sy = |v: f64| margin_t + panel_h - (v - lo) / (hi - lo) * panel_h;
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11"><text x="{margin_l}" y="16">smallest normalised margin found (below 0: requirement falsified)</text><rect x="{margin_l}" y="{margin_t}" width="{panel_w}" height="{panel_h}" fill="#fbfbfb" stroke="#999"/>"##
+    );
+    for t in ticks(lo, hi) {
+        svg.push_str(&format!(
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e2e2e2"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            margin_l,
+            margin_l + panel_w,
+            margin_l - 4.0,
+            sy(t) + 4.0,
+            fmt_tick(t),
+            y = sy(t)
+        ));
+    }
+    for t in ticks(0.0, max_x) {
+        svg.push_str(&format!(
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            sx(t),
+            margin_t + panel_h + 14.0,
+            fmt_tick(t)
+        ));
+    }
+    svg.push_str(&format!(
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">simulations of the search</text>"#,
+        margin_l + panel_w / 2.0,
+        margin_t + panel_h + 32.0
+    ));
+    svg.push_str(&format!(
+        r##"<line x1="{margin_l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#8b0000" stroke-width="1.5" stroke-dasharray="5 3"/>"##,
+        margin_l + panel_w,
+        y = sy(0.0)
+    ));
+    for (k, (name, history)) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let mut path = String::new();
+        let mut last: Option<f64> = None;
+        for &(x, v) in history.iter().filter(|p| p.1.is_finite()) {
+            let (px, py) = (sx(x as f64), sy(clip(v)));
+            if let Some(previous) = last {
+                path.push_str(&format!(" L{px:.1},{previous:.1} L{px:.1},{py:.1}"));
+            } else {
+                path.push_str(&format!("M{:.1},{py:.1} L{px:.1},{py:.1}", sx(0.0)));
+            }
+            last = Some(py);
+        }
+        if !path.is_empty() {
+            svg.push_str(&format!(
+                r#"<path d="{path}" fill="none" stroke="{color}" stroke-width="1.6"/>"#
+            ));
+        }
+        svg.push_str(&format!(
+            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            margin_l + panel_w + 12.0,
+            margin_l + panel_w + 30.0,
+            margin_l + panel_w + 34.0,
+            margin_t + 14.0 + 16.0 * k as f64 + 4.0,
+            escape(name),
+            y = margin_t + 14.0 + 16.0 * k as f64
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}

@@ -216,9 +216,16 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Fuzz campaign throughput: complete cases per second with two workers (shrinking of any
-/// failure included, as in a real campaign).
-fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> {
+/// The shipped suite's requirements and reference profiles.
+fn suite_data(
+    repo_root: &Path,
+) -> Result<
+    (
+        crate::scenario::Requirements,
+        crate::scenario::load::Profiles,
+    ),
+    String,
+> {
     let suite = repo_root.join("scenarios");
     let requirements =
         crate::scenario::load::load_requirements(&suite.join(crate::scenario::REQUIREMENTS_FILE))
@@ -226,6 +233,13 @@ fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> 
     let profiles =
         crate::scenario::load::load_profiles(&suite.join(crate::scenario::PROFILES_FILE))
             .map_err(|e| e.to_string())?;
+    Ok((requirements, profiles))
+}
+
+/// Fuzz campaign throughput: complete cases per second with two workers (shrinking of any
+/// failure included, as in a real campaign).
+fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> {
+    let (requirements, profiles) = suite_data(repo_root)?;
     let campaign = crate::fuzz::Campaign {
         requirements: &requirements,
         profiles: &profiles,
@@ -261,13 +275,7 @@ fn fuzz_throughput(repo_root: &Path, cases: u64) -> Result<BenchResult, String> 
 /// nothing within the budget on more than half the seeds its median is only known to exceed
 /// the budget, which then stands in for it, and the ratio is a lower bound.
 fn falsify_against_random(repo_root: &Path) -> Result<BenchResult, String> {
-    let suite = repo_root.join("scenarios");
-    let requirements =
-        crate::scenario::load::load_requirements(&suite.join(crate::scenario::REQUIREMENTS_FILE))
-            .map_err(|e| e.to_string())?;
-    let profiles =
-        crate::scenario::load::load_profiles(&suite.join(crate::scenario::PROFILES_FILE))
-            .map_err(|e| e.to_string())?;
+    let (requirements, profiles) = suite_data(repo_root)?;
     let rig = SimRig::with_config(FALSIFY_BENCH_CONFIG);
     let c = crate::falsify::compare_with_random(
         &requirements,

@@ -97,20 +97,8 @@ enum Command {
         /// Stop starting new cases after this long (e.g. 90s, 10m); the result says so.
         #[arg(long, value_parser = humantime::parse_duration)]
         time_budget: Option<std::time::Duration>,
-        /// Directory that receives the minimal failing cases as scenario files.
-        #[arg(long, default_value = "scenarios/regressions")]
-        promote: PathBuf,
-        /// Do not write regression scenarios.
-        #[arg(long)]
-        no_promote: bool,
-        /// Suite whose requirements and profiles the campaign uses.
-        #[arg(long, default_value = "scenarios")]
-        suite: PathBuf,
         #[command(flatten)]
-        evidence: EvidenceArgs,
-        /// Do not show a progress bar.
-        #[arg(long)]
-        no_progress: bool,
+        search: SearchArgs,
     },
     /// Guided falsification: per requirement, minimise its margin over the fuzz space with
     /// IPOP-CMA-ES, stop at its first failure, shrink it and keep it as a regression scenario;
@@ -134,20 +122,8 @@ enum Command {
         /// Worker threads (results do not depend on it).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
-        /// Directory that receives the minimal failing cases as scenario files.
-        #[arg(long, default_value = "scenarios/regressions")]
-        promote: PathBuf,
-        /// Do not write regression scenarios.
-        #[arg(long)]
-        no_promote: bool,
-        /// Suite whose requirements and profiles the search uses.
-        #[arg(long, default_value = "scenarios")]
-        suite: PathBuf,
         #[command(flatten)]
-        evidence: EvidenceArgs,
-        /// Do not show progress.
-        #[arg(long)]
-        no_progress: bool,
+        search: SearchArgs,
     },
     /// Tool validation: run firmware with known defects and check that each is caught by the
     /// requirement expected to catch it, against the shipped firmware as control; writes
@@ -280,6 +256,25 @@ struct EvidenceArgs {
     run_id: Option<String>,
 }
 
+/// What `fuzz` and `falsify` share: where failures are kept, the suite, the evidence, progress.
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// Directory that receives the minimal failing cases as scenario files.
+    #[arg(long, default_value = "scenarios/regressions")]
+    promote: PathBuf,
+    /// Do not write regression scenarios.
+    #[arg(long)]
+    no_promote: bool,
+    /// Suite whose requirements and profiles the search uses.
+    #[arg(long, default_value = "scenarios")]
+    suite: PathBuf,
+    #[command(flatten)]
+    evidence: EvidenceArgs,
+    /// Do not show progress.
+    #[arg(long)]
+    no_progress: bool,
+}
+
 fn parse_run_id(text: &str) -> Result<String, String> {
     iohil::run::check_run_id(text).map(|()| text.to_owned())
 }
@@ -365,21 +360,17 @@ fn main() -> ExitCode {
             jobs,
             shard,
             time_budget,
-            promote,
-            no_promote,
-            suite,
-            evidence,
-            no_progress,
+            search,
         } => fuzz(FuzzOptions {
             cases,
             seed,
             jobs: usize::from(jobs),
             shard: shard.unwrap_or((1, 1)),
             time_budget,
-            promote: (!no_promote).then_some(promote),
-            suite,
-            evidence,
-            no_progress,
+            promote: (!search.no_promote).then_some(search.promote),
+            suite: search.suite,
+            evidence: search.evidence,
+            no_progress: search.no_progress,
         }),
         Command::Falsify {
             requirements,
@@ -387,21 +378,17 @@ fn main() -> ExitCode {
             time_budget,
             seed,
             jobs,
-            promote,
-            no_promote,
-            suite,
-            evidence,
-            no_progress,
+            search,
         } => falsify(FalsifyOptions {
             requirements,
             budget,
             time_budget,
             seed,
             jobs: usize::from(jobs),
-            promote: (!no_promote).then_some(promote),
-            suite,
-            evidence,
-            no_progress,
+            promote: (!search.no_promote).then_some(search.promote),
+            suite: search.suite,
+            evidence: search.evidence,
+            no_progress: search.no_progress,
         }),
         Command::FuzzMerge {
             parts,
@@ -867,6 +854,11 @@ fn falsify(options: FalsifyOptions) -> i32 {
         Ok(data) => data,
         Err(code) => return code,
     };
+    // Checked before the search, like the rest of the suite's input.
+    let anomalies = match known_anomalies(&options.suite, &requirements) {
+        Ok(anomalies) => anomalies,
+        Err(code) => return code,
+    };
     let mut targets = options.requirements;
     if targets.is_empty() {
         targets = iohil::falsify::REQUIREMENTS
@@ -915,6 +907,7 @@ fn falsify(options: FalsifyOptions) -> i32 {
         results.simulations(),
         falsification.jobs
     );
+    iohil::falsify::label_known_anomalies(&mut results, &anomalies);
     if let Some(dir) = &options.promote {
         if let Err(error) = iohil::falsify::promote(&mut results, dir) {
             eprintln!(

@@ -349,7 +349,10 @@ fn a_weakened_core_is_falsified_shrunk_promoted_and_replayed() {
         let regressions = dir.path().join("regressions");
         let written = iohil::falsify::promote(&mut results, &regressions).expect("promote");
         assert!(!written.is_empty());
-        let file = regressions.join(format!("falsify-s{seed}-sr01.yaml"));
+        let file = regressions.join(format!("{}.yaml", failure.scenario_id));
+        assert!(failure
+            .scenario_id
+            .starts_with(&format!("falsify-s{seed}-sr01-")));
         assert!(written.contains(&file), "{written:?}");
         // The promoted scenario replays the failure on the weakened core, and the shipped core
         // passes it.

@@ -17,7 +17,7 @@
 //! that fails several requirements is attributed to each; a requirement already falsified by an
 //! earlier search is not searched again. A failure is shrunk toward the typical case (every
 //! requirement it failed still failing) and promoted as a regression scenario like the
-//! fuzzer's, named `falsify-s<seed>-sr<nn>`.
+//! fuzzer's, named `falsify-s<seed>-sr<nn>-<digest of the case>`.
 //!
 //! The trial noise stream of every simulation of one requirement's search is the same (common
 //! random numbers): the margin is then a deterministic function of the case, which an
@@ -212,11 +212,20 @@ pub fn trial_seed(seed: u64, requirement: &str) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tag
 }
 
-/// The scenario id a failure of `requirement` is promoted under.
-pub fn scenario_id(seed: u64, requirement: &str) -> String {
+/// The scenario id a failure of `requirement` is promoted under: the seed, the requirement and
+/// the first 8 hex digits of the SHA-256 of the minimal case and its trial seed. Another
+/// requirement list, budget or firmware can make the same seed find another case; the digest
+/// keeps such a case from taking the id of one the suite already keeps.
+pub fn scenario_id(seed: u64, requirement: &str, case: &FuzzCase, trial_seed: u64) -> String {
+    let identity = format!(
+        "{}/{trial_seed}",
+        serde_json::to_string(case).unwrap_or_default()
+    );
+    let digest = crate::sha256_hex(identity.as_bytes());
     format!(
-        "falsify-s{seed}-{}",
-        requirement.to_ascii_lowercase().replace('-', "")
+        "falsify-s{seed}-{}-{}",
+        requirement.to_ascii_lowercase().replace('-', ""),
+        digest.get(..8).unwrap_or(&digest)
     )
 }
 
@@ -254,7 +263,7 @@ pub struct WorstCase {
 /// A failure found, shrunk and (unless `--no-promote`) kept as a regression scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Falsified {
-    /// Scenario id (`falsify-s<seed>-sr<nn>`).
+    /// Scenario id (`falsify-s<seed>-sr<nn>-<digest>`, see [`scenario_id`]).
     pub scenario_id: String,
     /// Requirements the case failed as found.
     pub requirements: Vec<String>,
@@ -272,6 +281,11 @@ pub struct Falsified {
     pub scenario_yaml: String,
     /// Where it was written, when promoted.
     pub scenario_file: Option<PathBuf>,
+    /// The open known anomaly of the suite's register that already keeps this case (it names
+    /// the scenario id and every requirement the minimal case fails); such a case still fails
+    /// the run but is not promoted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_anomaly: Option<String>,
     /// The minimal case.
     pub case: FuzzCase,
 }
@@ -679,7 +693,7 @@ pub fn run(
             continue;
         }
         let (minimal, e, steps) = shrink(&w.case, w.trial_seed, &w.failed, f, rig)?;
-        let id = scenario_id(f.seed, &search.requirement);
+        let id = scenario_id(f.seed, &search.requirement, &minimal, w.trial_seed);
         let failed = counted_failures(&e);
         let title = format!("{}: {}", describe(&minimal, f.profiles), failed.join(", "));
         let description = format!(
@@ -720,6 +734,7 @@ pub fn run(
                 1,
             ),
             scenario_file: None,
+            known_anomaly: None,
             case: minimal,
         };
         shrunk.push((w.case.clone(), falsified.clone()));
@@ -805,6 +820,13 @@ impl FalsifyResults {
                 if let Some(path) = &failure.scenario_file {
                     let _ = writeln!(out, "  kept as {}", path.display());
                 }
+                if let Some(id) = &failure.known_anomaly {
+                    let _ = writeln!(
+                        out,
+                        "  known anomaly {id}: already kept as scenario {}",
+                        failure.scenario_id
+                    );
+                }
             }
         }
         let _ = writeln!(
@@ -822,13 +844,42 @@ impl FalsifyResults {
     }
 }
 
+/// Labels each failure an open entry of the known anomaly register already keeps: the entry
+/// names its scenario id and every requirement the minimal case fails. It still fails the run.
+pub fn label_known_anomalies(
+    results: &mut FalsifyResults,
+    anomalies: &[crate::scenario::KnownAnomaly],
+) {
+    for failure in results
+        .searches
+        .iter_mut()
+        .filter_map(|s| s.failure.as_mut())
+    {
+        failure.known_anomaly = anomalies
+            .iter()
+            .find(|a| {
+                a.covers(
+                    &failure.scenario_id,
+                    failure.minimal_requirements.iter().map(String::as_str),
+                )
+            })
+            .map(|a| a.id.clone());
+    }
+}
+
 /// Writes each failure's minimal case as a scenario file under `dir` (atomically), once per
-/// scenario id, and records the path. Returns the files written.
+/// scenario id, and records the path; not a failure a known anomaly already keeps (its
+/// scenario is in the suite, and a second file with the same id would stop the suite
+/// loading). Returns the files written.
 pub fn promote(results: &mut FalsifyResults, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written: Vec<PathBuf> = Vec::new();
     let mut by_id: BTreeMap<String, PathBuf> = BTreeMap::new();
     for search in &mut results.searches {
-        let Some(failure) = search.failure.as_mut() else {
+        let Some(failure) = search
+            .failure
+            .as_mut()
+            .filter(|f| f.known_anomaly.is_none())
+        else {
             continue;
         };
         if let Some(path) = by_id.get(&failure.scenario_id) {
@@ -1072,7 +1123,16 @@ mod tests {
 
     #[test]
     fn scenario_ids_name_the_seed_and_the_requirement() {
-        assert_eq!(scenario_id(7, "SR-03"), "falsify-s7-sr03");
+        let case = decode(&[0.5; DIMENSIONS], false);
+        let id = scenario_id(7, "SR-03", &case, 11);
+        assert!(id.starts_with("falsify-s7-sr03-") && id.len() == "falsify-s7-sr03-".len() + 8);
+        assert_eq!(id, scenario_id(7, "SR-03", &case, 11));
+        assert_ne!(id, scenario_id(7, "SR-03", &case, 12));
+        let other = FuzzCase {
+            push_pct: case.push_pct + 1,
+            ..case.clone()
+        };
+        assert_ne!(id, scenario_id(7, "SR-03", &other, 11));
         assert_ne!(trial_seed(1, "SR-01"), trial_seed(1, "SR-02"));
         assert_eq!(trial_seed(1, "SR-01"), trial_seed(1, "SR-01"));
     }

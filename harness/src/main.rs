@@ -922,39 +922,36 @@ fn falsify(options: FalsifyOptions) -> i32 {
         .evidence
         .run_id
         .unwrap_or_else(iohil::run::new_run_id);
-    match iohil::falsify::write_evidence(&results, &options.evidence.reports, &run_id) {
+    if !evidence_and_reports(iohil::falsify::write_evidence(
+        &results,
+        &options.evidence.reports,
+        &run_id,
+    )) {
+        return EXIT_USAGE;
+    }
+    i32::from(results.failed() || !results.complete)
+}
+
+/// After a search wrote its record (`written`): prints where, and writes the run directory's
+/// reports. False when either failed (the error is printed).
+fn evidence_and_reports(written: Result<PathBuf, String>) -> bool {
+    match written {
         Ok(path) => {
             println!("evidence: {}", path.display());
-            if let Some(run_dir) = path.parent() {
-                if !write_reports(run_dir) {
-                    return EXIT_USAGE;
-                }
-            }
+            path.parent().is_none_or(write_reports)
         }
         Err(error) => {
             eprintln!("error: {error}");
-            return EXIT_USAGE;
+            false
         }
     }
-    i32::from(results.failed() || !results.complete)
 }
 
 /// Prints a campaign, writes its evidence, and returns the exit code.
 fn report_fuzz(results: &iohil::fuzz::FuzzResults, reports: &std::path::Path, run_id: &str) -> i32 {
     print!("{}", results.text());
-    match iohil::fuzz::write_evidence(results, reports, run_id) {
-        Ok(path) => {
-            println!("evidence: {}", path.display());
-            if let Some(run_dir) = path.parent() {
-                if !write_reports(run_dir) {
-                    return EXIT_USAGE;
-                }
-            }
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_USAGE;
-        }
+    if !evidence_and_reports(iohil::fuzz::write_evidence(results, reports, run_id)) {
+        return EXIT_USAGE;
     }
     i32::from(results.failed())
 }

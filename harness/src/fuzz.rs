@@ -373,12 +373,14 @@ pub fn scenario_yaml(
     description: &str,
     seed: u64,
 ) -> Result<String, String> {
-    scenario_yaml_verifying(case, profiles, id, title, description, seed, PROPERTIES)
+    scenario_body(case, profiles, id, title, description, seed, PROPERTIES).map(|body| {
+        format!("# Written by iohil fuzz. Replays one case of a campaign; edit with care.\n{body}")
+    })
 }
 
-/// The case as a scenario file that verifies `verifies`. `seed` seeds the trial's noise
-/// stream.
-pub fn scenario_yaml_verifying(
+/// The case as a scenario file that verifies `verifies`, without a header comment (the
+/// writer says who wrote it). `seed` seeds the trial's noise stream.
+pub fn scenario_body(
     case: &FuzzCase,
     profiles: &Profiles,
     id: &str,
@@ -395,10 +397,6 @@ pub fn scenario_yaml_verifying(
         )
     };
     let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# Written by iohil fuzz. Replays one case of a campaign; edit with care."
-    );
     let _ = writeln!(y, "format_version: 1");
     let _ = writeln!(y, "id: {id}");
     let _ = writeln!(y, "title: {}", yaml_string(title));

@@ -815,14 +815,10 @@ fn fuzz(options: FuzzOptions) -> i32 {
         campaign.jobs
     );
     iohil::fuzz::label_known_anomalies(&mut results, &anomalies);
-    if let Some(dir) = &options.promote {
-        if let Err(error) = iohil::fuzz::promote(&mut results, dir) {
-            eprintln!(
-                "error: failed to write regression scenarios to {}: {error}",
-                dir.display()
-            );
-            return EXIT_USAGE;
-        }
+    if !promoted(options.promote.as_deref(), |dir| {
+        iohil::fuzz::promote(&mut results, dir)
+    }) {
+        return EXIT_USAGE;
     }
     let run_id = options
         .evidence
@@ -908,14 +904,10 @@ fn falsify(options: FalsifyOptions) -> i32 {
         falsification.jobs
     );
     iohil::falsify::label_known_anomalies(&mut results, &anomalies);
-    if let Some(dir) = &options.promote {
-        if let Err(error) = iohil::falsify::promote(&mut results, dir) {
-            eprintln!(
-                "error: failed to write regression scenarios to {}: {error}",
-                dir.display()
-            );
-            return EXIT_USAGE;
-        }
+    if !promoted(options.promote.as_deref(), |dir| {
+        iohil::falsify::promote(&mut results, dir)
+    }) {
+        return EXIT_USAGE;
     }
     print!("{}", results.text());
     let run_id = options
@@ -930,6 +922,25 @@ fn falsify(options: FalsifyOptions) -> i32 {
         return EXIT_USAGE;
     }
     i32::from(results.failed() || !results.complete)
+}
+
+/// Writes a search's failures as scenario files under `dir` (none without one); false, with
+/// the error printed, when that failed.
+fn promoted(
+    dir: Option<&std::path::Path>,
+    promote: impl FnOnce(&std::path::Path) -> Result<Vec<PathBuf>, String>,
+) -> bool {
+    let Some(dir) = dir else {
+        return true;
+    };
+    promote(dir)
+        .map_err(|error| {
+            eprintln!(
+                "error: failed to write regression scenarios to {}: {error}",
+                dir.display()
+            );
+        })
+        .is_ok()
 }
 
 /// After a search wrote its record (`written`): prints where, and writes the run directory's

@@ -230,16 +230,6 @@ impl Cmaes {
         self.lambda
     }
 
-    /// Current step size.
-    pub fn sigma(&self) -> f64 {
-        self.sigma
-    }
-
-    /// Current mean.
-    pub fn mean(&self) -> &[f64] {
-        &self.mean
-    }
-
     /// Samples a generation of [`Cmaes::population`] points.
     pub fn ask(&mut self) -> Vec<Vec<f64>> {
         let n = self.n;

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fuzz::{
-    describe, evaluate_case, scenario_yaml_verifying, Bounds, Evaluated, FuzzCase, PROFILES,
-    PROPERTIES, SPACE,
+    describe, evaluate_case, scenario_body, Bounds, Evaluated, FuzzCase, PROFILES, PROPERTIES,
+    SPACE,
 };
 use crate::rig::SimRig;
 use crate::scenario::load::Profiles;
@@ -311,6 +311,27 @@ pub struct RequirementSearch {
     pub history: Vec<HistoryPoint>,
     /// The shrunk failure, when falsified.
     pub failure: Option<Falsified>,
+}
+
+impl RequirementSearch {
+    /// The search's outcome in words, as the console and the report give it.
+    pub fn outcome(&self) -> String {
+        match (&self.worst, self.falsified, self.first_failure_at) {
+            (Some(_), true, Some(at)) => format!("FALSIFIED at simulation {at} of its search"),
+            (Some(w), true, None) => format!(
+                "FALSIFIED by the {} search (simulation {})",
+                w.found_by, w.at_simulation
+            ),
+            (Some(_), false, _) if self.simulations == 0 => {
+                "not searched (time budget); worst margin from the other searches".to_owned()
+            }
+            (Some(_), false, _) => format!(
+                "held over {} simulations ({} restarts)",
+                self.simulations, self.restarts
+            ),
+            (None, _, _) => "not assessed (no simulation ran)".to_owned(),
+        }
+    }
 }
 
 /// `falsify.json`.
@@ -715,23 +736,21 @@ pub fn run(
             // It verifies what the minimal case exercises: a premature stop leaves SR-01
             // without a breakthrough to time, and a claim it cannot exercise would be
             // INCONCLUSIVE in every run.
-            scenario_yaml: scenario_yaml_verifying(
-                &minimal,
-                f.profiles,
-                &id,
-                &title,
-                &description,
-                w.trial_seed,
-                &REQUIREMENTS
-                    .iter()
-                    .copied()
-                    .filter(|r| !e.record.inconclusive.iter().any(|i| i == r))
-                    .collect::<Vec<_>>(),
-            )?
-            .replacen(
-                "# Written by iohil fuzz. Replays one case of a campaign; edit with care.",
-                "# Written by iohil falsify. Replays the shrunk worst case of a search; edit with care.",
-                1,
+            scenario_yaml: format!(
+                "# Written by iohil falsify. Replays the shrunk worst case of a search; edit with care.\n{}",
+                scenario_body(
+                    &minimal,
+                    f.profiles,
+                    &id,
+                    &title,
+                    &description,
+                    w.trial_seed,
+                    &REQUIREMENTS
+                        .iter()
+                        .copied()
+                        .filter(|r| !e.record.inconclusive.iter().any(|i| i == r))
+                        .collect::<Vec<_>>(),
+                )?
             ),
             scenario_file: None,
             known_anomaly: None,
@@ -783,23 +802,7 @@ impl FalsifyResults {
                 .worst
                 .as_ref()
                 .map_or("-".to_owned(), |w| format!("{:+.3}", w.margin));
-            let result = match (&s.worst, s.falsified) {
-                (Some(w), true) => match s.first_failure_at {
-                    Some(at) => format!("FALSIFIED at simulation {at} of this search"),
-                    None => format!(
-                        "FALSIFIED by the {} search (simulation {})",
-                        w.found_by, w.at_simulation
-                    ),
-                },
-                (Some(_), false) if s.simulations == 0 => {
-                    "not searched (time budget); worst margin from the other searches".to_owned()
-                }
-                (Some(_), false) => format!(
-                    "holds over {} simulations ({} restarts)",
-                    s.simulations, s.restarts
-                ),
-                (None, _) => "not assessed".to_owned(),
-            };
+            let result = s.outcome();
             let _ = writeln!(
                 out,
                 "{:<12} {margin:>12}  {:>11}  {result}",

@@ -418,6 +418,23 @@ pub enum ReportError {
     },
 }
 
+/// A search's record (`fuzz.json`, `falsify.json`) in a run directory, if it holds one.
+fn read_search_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, ReportError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let invalid = |message: String| ReportError::Fuzz {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
 /// Builds the report of the run in `run_dir` from its stored evidence.
 pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
     let results_path = run_dir.join(RESULTS_FILE);
@@ -427,34 +444,9 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
     } else {
         None
     };
-    let fuzz = if fuzz_path.is_file() {
-        let text = std::fs::read_to_string(&fuzz_path).map_err(|e| ReportError::Fuzz {
-            path: fuzz_path.clone(),
-            message: e.to_string(),
-        })?;
-        Some(
-            serde_json::from_str::<FuzzResults>(&text).map_err(|e| ReportError::Fuzz {
-                path: fuzz_path.clone(),
-                message: e.to_string(),
-            })?,
-        )
-    } else {
-        None
-    };
-    let falsify_path = run_dir.join(FALSIFY_FILE);
-    let falsify = if falsify_path.is_file() {
-        let invalid = |message: String| ReportError::Fuzz {
-            path: falsify_path.clone(),
-            message,
-        };
-        let text = std::fs::read_to_string(&falsify_path).map_err(|e| invalid(e.to_string()))?;
-        Some(
-            serde_json::from_str::<crate::falsify::FalsifyResults>(&text)
-                .map_err(|e| invalid(e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let fuzz = read_search_record::<FuzzResults>(&fuzz_path)?;
+    let falsify =
+        read_search_record::<crate::falsify::FalsifyResults>(&run_dir.join(FALSIFY_FILE))?;
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -1054,24 +1046,7 @@ fn falsify_section(falsify: &crate::falsify::FalsifyResults) -> FalsifySection {
                 simulations: s.simulations,
                 restarts: s.restarts,
                 falsified: s.falsified,
-                result: match (&s.worst, s.falsified, s.first_failure_at) {
-                    (Some(_), true, Some(at)) => {
-                        format!("FALSIFIED at simulation {at} of its search")
-                    }
-                    (Some(w), true, None) => format!(
-                        "FALSIFIED by the {} search (simulation {})",
-                        w.found_by, w.at_simulation
-                    ),
-                    (Some(_), false, _) if s.simulations == 0 => {
-                        "not searched (time budget); worst margin from the other searches"
-                            .to_owned()
-                    }
-                    (Some(_), false, _) => format!(
-                        "held over {} simulations ({} restarts)",
-                        s.simulations, s.restarts
-                    ),
-                    (None, _, _) => "not assessed (no simulation ran)".to_owned(),
-                },
+                result: s.outcome(),
                 worst_case: s.worst.as_ref().map(|w| w.description.clone()),
                 findings: s
                     .worst

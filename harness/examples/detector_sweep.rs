@@ -12,7 +12,8 @@
 //! loop (`iohil fuzz`, or the `legacy_campaign` example with that tuning).
 //!
 //!     cargo run --release -p iohil --example detector_sweep -- SEED FROM TO [--jobs J] \
-//!         [--list N] [--cases-file F] [--dump DIR] TUNING...
+//!         [--list N] [--cases-file F] [--scenarios FILE.yaml...] [--after-ms MS] [--dump DIR] \
+//!         TUNING...
 //!
 //! A TUNING is `NAME[:key=value,...]`: the shipped `Config::DEFAULT` with the fields `set`
 //! below names changed (`default` alone is the shipped core); or `NAME:x:key=value,...`: an
@@ -23,7 +24,9 @@
 //! margin between nominal insertions and the weakest pops. Per tuning the tool prints premature
 //! stops (nominal push, push variation), latencies and their slowest cases with the torque drop
 //! at the pop, and the cases not stopped within 300 ms. `--cases-file F` reads the case indices
-//! from F instead of FROM..TO; `--dump DIR` writes one CSV per case (inputs, load estimate,
+//! from F instead of FROM..TO; `--scenarios` runs those scenario files instead (case k is the
+//! k-th file, SEED FROM TO are then ignored), e.g. the shrunk cases of `iohil falsify`;
+//! `--after-ms` runs a case up to that long after `t_bt` (default 300); `--dump DIR` writes one CSV per case (inputs, load estimate,
 //! push, torque, depth, speed, and the first experiment's internals) for plotting.
 
 #![allow(
@@ -53,6 +56,19 @@ fn set(config: &mut Config, key: &str, value: &str) {
         "snoise" => config.step_noise_factor_q4 = int(),
         "sconfirm" => config.step_confirm_ticks = small(),
         "swing" => config.swing_percent = int(),
+        "plateau" => config.plateau_test = value == "1",
+        "ppct" => config.plateau_drop_percent = int(),
+        "psteady" => config.plateau_steady_percent = int(),
+        "pnoise" => config.plateau_noise_factor_q4 = int(),
+        "psnoise" => config.plateau_steady_noise_q4 = int(),
+        "pconfirm" => config.plateau_confirm_ticks = small(),
+        "psharp" => config.plateau_sharp_percent = int(),
+        "pgate" => config.plateau_gate_percent = int(),
+        "level" => config.level_test = value == "1",
+        "lpct" => config.level_drop_percent = int(),
+        "lsteady" => config.level_steady_percent = int(),
+        "lsnoise" => config.level_steady_noise_q4 = int(),
+        "lnoise" => config.level_noise_factor_q4 = int(),
         "pct" => config.drop_percent = int(),
         "min_drop" => config.min_drop_ma = int(),
         "noise" => config.noise_factor_q4 = int(),
@@ -441,28 +457,39 @@ struct Shared<'a> {
     no_breakthrough: AtomicU64,
     /// Write one CSV per case here (tick signals, the first tuning's load estimate).
     dump: Option<std::path::PathBuf>,
+    /// Scenario files to run instead of fuzz cases (case `k` is the `k`-th file).
+    scenario_files: &'a [std::path::PathBuf],
+    /// How long after `t_bt` a case runs at most, s.
+    after_s: f64,
 }
 
 fn run_case(shared: &Shared<'_>, index: u64, tallies: &mut [Tally]) {
-    let case = case_at(shared.seed, index).expect("case");
-    let id = format!("sweep-{index}");
-    let yaml = scenario_yaml(
-        &case,
-        shared.profiles,
-        &id,
-        &id,
-        "sweep",
-        case_seed(shared.seed, index),
-    )
-    .expect("yaml");
-    let scenario = load_scenario_str(
-        Path::new("case.yaml"),
-        &yaml,
-        shared.requirements,
-        shared.profiles,
-    )
-    .expect("scenario");
-    let varied = case.oscillation.is_some() || case.step.is_some();
+    let (path, yaml) = match usize::try_from(index)
+        .ok()
+        .and_then(|k| shared.scenario_files.get(k))
+    {
+        Some(path) => (
+            path.clone(),
+            std::fs::read_to_string(path).expect("scenario file"),
+        ),
+        None => {
+            let case = case_at(shared.seed, index).expect("case");
+            let id = format!("sweep-{index}");
+            let yaml = scenario_yaml(
+                &case,
+                shared.profiles,
+                &id,
+                &id,
+                "sweep",
+                case_seed(shared.seed, index),
+            )
+            .expect("yaml");
+            (std::path::PathBuf::from("case.yaml"), yaml)
+        }
+    };
+    let scenario =
+        load_scenario_str(&path, &yaml, shared.requirements, shared.profiles).expect("scenario");
+    let varied = scenario.operator.oscillation.is_some() || !scenario.operator.steps.is_empty();
     let plan = TickPlan {
         steps_per_tick: 20,
         steps_per_adc: 1,
@@ -569,7 +596,7 @@ fn run_case(shared: &Shared<'_>, index: u64, tallies: &mut [Tally]) {
             .iter()
             .zip(shared.tunings)
             .all(|(stop, tuning)| stop.is_some() || tuning.2.is_some_and(|e| e.probe));
-        if t_bt.is_some_and(|bt| (all_stopped && t > bt + 0.016) || t > bt + 0.3) {
+        if t_bt.is_some_and(|bt| (all_stopped && t > bt + 0.016) || t > bt + shared.after_s) {
             break;
         }
     }
@@ -683,12 +710,14 @@ fn contrast_text(contrast: Option<&(f64, f64)>) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: detector_sweep SEED FROM TO [--jobs J] [--list N] [--cases-file F] TUNING...";
+        "usage: detector_sweep SEED FROM TO [--jobs J] [--list N] [--cases-file F] [--scenarios FILE.yaml...] [--after-ms MS] [--dump DIR] TUNING...";
     let mut positional = Vec::new();
     let mut jobs = 2usize;
     let mut list = 10usize;
     let mut cases_file = None;
     let mut dump = None;
+    let mut scenario_files = Vec::new();
+    let mut after_s = 0.3;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -706,6 +735,19 @@ fn main() {
             }
             "--cases-file" => {
                 cases_file = Some(args[i + 1].clone());
+                i += 1;
+            }
+            "--scenarios" => {
+                while args
+                    .get(i + 1)
+                    .is_some_and(|a| a.ends_with(".yaml") || a.ends_with(".yml"))
+                {
+                    scenario_files.push(std::path::PathBuf::from(&args[i + 1]));
+                    i += 1;
+                }
+            }
+            "--after-ms" => {
+                after_s = args[i + 1].parse::<f64>().expect("after-ms") / 1000.0;
                 i += 1;
             }
             other => positional.push(other.to_owned()),
@@ -729,6 +771,7 @@ fn main() {
             .split_whitespace()
             .map(|s| s.parse().expect("case index"))
             .collect(),
+        None if !scenario_files.is_empty() => (0..scenario_files.len() as u64).collect(),
         None => (from..to).collect(),
     };
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -743,6 +786,8 @@ fn main() {
         done: AtomicU64::new(0),
         no_breakthrough: AtomicU64::new(0),
         dump,
+        scenario_files: &scenario_files,
+        after_s,
     };
     let started = std::time::Instant::now();
     let mut tallies = vec![Tally::default(); tunings.len()];

@@ -152,6 +152,17 @@ pub fn known_defects(
             &["SR-01"],
         ),
         sim(
+            "DET-0.3",
+            "driver-core 0.3: the windowed and trend-step tests, no plateau-step or level-shift test (Config::DRIVER_CORE_0_3)",
+            Config::DRIVER_CORE_0_3,
+            &[
+                "regressions/falsify-s2-sr01-c6d81f3c.yaml",
+                "regressions/falsify-s3-sr01-faf17286.yaml",
+                "regressions/falsify-s5-sr01-99ae516d.yaml",
+            ],
+            &["SR-01", "SR-04"],
+        ),
+        sim(
             "DET-EAGER",
             "an over-eager detector: any 3 % fall of 2 mA over one tick is a pop",
             Config {

@@ -1,7 +1,8 @@
 //! The regression scenarios the fuzzer found (`scenarios/regressions/`): the shipped core passes
 //! every one, and the earlier detectors the fuzzer found them against still fail those they
-//! missed: driver-core 0.1 (`Config::LEGACY`) and driver-core 0.2, the windowed test without
-//! the trend-step test (`Config::WINDOWED_ONLY`). The harness still catches what it caught.
+//! missed: driver-core 0.1 (`Config::LEGACY`), driver-core 0.2, the windowed test without
+//! the trend-step test (`Config::WINDOWED_ONLY`), and driver-core 0.3, without the plateau-step
+//! and level-shift tests (`Config::DRIVER_CORE_0_3`). The harness still catches what it caught.
 
 mod common;
 use common::{repo, run_on_sim};
@@ -30,6 +31,14 @@ const MISSED_BY_WINDOWED: &[&str] = &[
     "fuzz-s1-c521833",
     "fuzz-s1-c682865-as-drawn",
     "fuzz-s1-c919477",
+];
+
+/// The regression scenarios that driver-core 0.3 never detected, the needle turning into the far
+/// cortex (the part of known anomaly KA-02 that the plateau-step test of driver-core 0.4 closed).
+const MISSED_BY_0_3: &[&str] = &[
+    "falsify-s2-sr01-c6d81f3c",
+    "falsify-s3-sr01-faf17286",
+    "falsify-s5-sr01-99ae516d",
 ];
 
 fn run_regressions(config: Config) -> RunResults {
@@ -96,5 +105,19 @@ fn the_windowed_test_alone_still_fails_the_swing_regressions() {
             Verdict::Fail,
             "{id} SR-01 on driver-core 0.2 (the windowed test alone)"
         );
+    }
+}
+
+#[test]
+fn driver_core_0_3_still_fails_the_plateau_regressions_into_the_far_cortex() {
+    let results = run_regressions(Config::DRIVER_CORE_0_3);
+    for id in MISSED_BY_0_3 {
+        for requirement in ["SR-01", "SR-04"] {
+            assert_eq!(
+                verdict_of(&results, id, requirement),
+                Verdict::Fail,
+                "{id} {requirement} on driver-core 0.3"
+            );
+        }
     }
 }

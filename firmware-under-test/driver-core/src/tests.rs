@@ -650,3 +650,118 @@ fn telemetry_codes_round_trip() {
     assert_eq!(StopReason::from_u8(0), None);
     assert_eq!(StopReason::from_u8(7), None);
 }
+
+/// The load of a weak osteoporotic cortex at a low push: steady at 340 mA of motor current
+/// (150 mA of load above the soft tissue), a pop at 1500 ms to 310 mA (20 % of the load: under
+/// the windowed test's thresholds as the load estimate sees it). With `push_step`, the push
+/// stepped down in the cortex first: 420 mA falling to 340 mA over 600-700 ms.
+fn low_push_pop(t: u32, push_step: bool) -> f64 {
+    let cortex = match (push_step, t) {
+        (false, _) | (true, 700..) => 340.0,
+        (true, ..600) => 420.0,
+        (true, _) => 420.0 - 80.0 * f64::from(t - 600) / 100.0,
+    };
+    if t < 300 {
+        NO_LOAD_MA + 40.0
+    } else if t < 1500 {
+        settle(
+            t,
+            300,
+            NO_LOAD_MA + 40.0,
+            if push_step { 420.0 } else { 340.0 },
+        )
+        .min(cortex)
+    } else {
+        settle(t, 1500, 340.0, 310.0)
+    }
+}
+
+#[test]
+fn a_small_pop_on_a_steady_level_is_caught_by_the_level_shift_test_alone() {
+    let run = |config: Config| {
+        let mut controller = Controller::new(config);
+        let out = drive(
+            &mut controller,
+            3000,
+            6200,
+            |t| low_push_pop(t, false),
+            pressed,
+        );
+        (
+            first_event(&out, event::BREAKTHROUGH),
+            first_event(&out, event::MOTOR_OFF),
+        )
+    };
+    // Shipped: detected once the lower level has held 24 ms, well before any far cortex.
+    let (detected, _) = run(Config::DEFAULT);
+    let detected = detected.expect("pop detected");
+    assert!(
+        (1520..=1550).contains(&detected),
+        "detected {} ms after the pop",
+        detected as i64 - 1500
+    );
+    // The fast tests do not see it (the plateau-step test's gate is shut: no fall before it),
+    // and driver-core 0.3 never stopped.
+    let without_level = Config {
+        level_test: false,
+        ..Config::DEFAULT
+    };
+    assert_eq!(run(without_level), (None, None));
+    assert_eq!(run(Config::DRIVER_CORE_0_3), (None, None));
+}
+
+#[test]
+fn after_a_push_step_down_a_small_pop_is_caught_by_the_plateau_step_test_within_15_ms() {
+    let run = |config: Config| {
+        let mut controller = Controller::new(config);
+        let out = drive(
+            &mut controller,
+            3000,
+            6200,
+            |t| low_push_pop(t, true),
+            pressed,
+        );
+        first_event(&out, event::BREAKTHROUGH)
+    };
+    let without_level = Config {
+        level_test: false,
+        ..Config::DEFAULT
+    };
+    for config in [Config::DEFAULT, without_level] {
+        let detected = run(config).expect("pop detected");
+        assert!(
+            (1500..=1515).contains(&detected),
+            "detected {} ms after the pop",
+            detected as i64 - 1500
+        );
+    }
+    // Without the plateau-step test only the slow level-shift test sees it; 0.3 never did.
+    let without_plateau = Config {
+        plateau_test: false,
+        ..Config::DEFAULT
+    };
+    assert!(run(without_plateau).is_some_and(|t| t > 1520));
+    assert_eq!(run(Config::DRIVER_CORE_0_3), None);
+}
+
+#[test]
+fn a_ramp_that_levels_off_at_a_steady_push_is_no_pop() {
+    // A pediatric-like cortex whose load rises through its ramp and levels off, then a slow
+    // 10 % fade over 400 ms (a weakening cortex): neither is a step.
+    let mut controller = Controller::new(Config::DEFAULT);
+    let out = drive(
+        &mut controller,
+        2500,
+        6200,
+        |t| match t {
+            ..300 => NO_LOAD_MA + 40.0,
+            300..1000 => settle(t, 300, NO_LOAD_MA + 40.0, 500.0)
+                .min(NO_LOAD_MA + 40.0 + 310.0 * f64::from(t - 300) / 400.0),
+            1000..1400 => 500.0,
+            _ => 500.0 - 35.0 * (f64::from(t - 1400) / 400.0).min(1.0),
+        },
+        pressed,
+    );
+    assert_eq!(first_event(&out, event::MOTOR_OFF), None);
+    assert_eq!(out[2499].state, State::Cortex);
+}

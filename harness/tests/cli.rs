@@ -462,6 +462,41 @@ fn known_anomalies_label_their_fails_and_only_the_flag_lets_the_exit_code_ignore
 }
 
 #[test]
+fn a_fuzz_campaign_cut_by_its_time_budget_is_incomplete_never_a_pass() {
+    let reports = tempfile::tempdir().expect("tempdir");
+    let out = iohil_in(
+        &[
+            "fuzz",
+            "--cases",
+            "1000000",
+            "--time-budget",
+            "1s",
+            "--no-promote",
+            "--no-progress",
+            "--reports",
+            reports.path().to_str().expect("utf-8 path"),
+            "--run-id",
+            "cut",
+        ],
+        &repo(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("stopped by the time budget"), "{stdout}");
+    let run = reports.path().join("cut");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(report["status"]["verdict"], "INCOMPLETE");
+    assert_eq!(report["summary"]["exit_code"], 1);
+    let summary = std::fs::read_to_string(run.join("summary.md")).expect("summary.md");
+    assert!(
+        summary.starts_with("## iohil verification: INCOMPLETE"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn falsify_writes_its_worst_cases_as_evidence_and_report_and_refuses_bad_arguments() {
     let reports = tempfile::tempdir().expect("tempdir");
     let reports_arg = reports.path().to_str().expect("utf-8 path");

@@ -502,10 +502,11 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
             }
             failing.sort();
             failing.dedup();
-            // A search cut short proves nothing about what it did not reach: never PASS.
+            // A search or campaign cut short proves nothing about what it did not reach: never
+            // PASS.
             let verdict = Some(if !failing.is_empty() {
                 Verdict::Fail
-            } else if falsify.as_ref().is_some_and(|f| !f.complete) {
+            } else if !complete {
                 Verdict::Incomplete
             } else {
                 Verdict::Pass

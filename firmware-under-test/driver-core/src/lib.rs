@@ -1297,14 +1297,16 @@ impl Controller {
         completed
     }
 
+    /// Complete 8-tick blocks in this cortex after its entry, at most [`SWING_BLOCKS`].
+    fn complete_blocks(&self) -> usize {
+        usize::try_from(self.cortex_ticks.saturating_sub(SWING_ENTRY_TICKS) / SWING_BLOCK_TICKS)
+            .unwrap_or(SWING_BLOCKS)
+            .min(SWING_BLOCKS)
+    }
+
     /// The block mean `back` blocks before the newest complete one, if it lies inside the cortex.
     fn block(&self, back: usize) -> Option<i32> {
-        let complete = usize::try_from(
-            self.cortex_ticks.saturating_sub(SWING_ENTRY_TICKS) / SWING_BLOCK_TICKS,
-        )
-        .unwrap_or(0)
-        .min(SWING_BLOCKS);
-        if back >= complete {
+        if back >= self.complete_blocks() {
             return None;
         }
         let index = (self.block_pos.wrapping_add(SWING_BLOCKS).wrapping_sub(back)) % SWING_BLOCKS;
@@ -1511,11 +1513,7 @@ impl Controller {
     /// cortex, its newest [`SWING_NEWEST_BLOCKS`] blocks left out, both rose and fell by at
     /// least [`Config::swing_percent`] of `reference` and by twice the current noise.
     fn swinging(&self, reference: i32) -> bool {
-        let complete = usize::try_from(
-            self.cortex_ticks.saturating_sub(SWING_ENTRY_TICKS) / SWING_BLOCK_TICKS,
-        )
-        .unwrap_or(SWING_BLOCKS)
-        .min(SWING_BLOCKS);
+        let complete = self.complete_blocks();
         if complete <= SWING_NEWEST_BLOCKS {
             return false;
         }
@@ -1527,9 +1525,7 @@ impl Controller {
         let mut back = complete;
         while back > SWING_NEWEST_BLOCKS {
             back = back.saturating_sub(1);
-            let index =
-                (self.block_pos.wrapping_add(SWING_BLOCKS).wrapping_sub(back)) % SWING_BLOCKS;
-            if let Some(&mean) = self.block_means.get(index) {
+            if let Some(mean) = self.block(back) {
                 low = low.min(mean);
                 high = high.max(mean);
                 rise = rise.max(mean.saturating_sub(low));

@@ -544,7 +544,7 @@ fn falsify_writes_its_worst_cases_as_evidence_and_report_and_refuses_bad_argumen
     let verify = iohil_in(&["verify", run.to_str().expect("utf-8")], &repo());
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
 
-    // The failures the register already keeps (seed 1's AN-0002 and AN-0003 cases) are
+    // The failures the register already keeps (seed 1's AN-0001 and AN-0003 cases) are
     // labelled, fail the run, and are not promoted a second time.
     let promoted = tempfile::tempdir().expect("tempdir");
     let out = iohil_in(
@@ -568,7 +568,7 @@ fn falsify_writes_its_worst_cases_as_evidence_and_report_and_refuses_bad_argumen
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
-    for entry in ["AN-0002", "AN-0003"] {
+    for entry in ["AN-0001", "AN-0003"] {
         assert!(
             stdout.contains(&format!(
                 "known anomaly {entry}: already kept as scenario falsify-s1-"

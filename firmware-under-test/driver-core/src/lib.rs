@@ -1259,12 +1259,11 @@ impl Controller {
             && speed_rising
             && drop >= min_drop
             && drop.saturating_mul(100) >= reference_load.saturating_mul(self.config.drop_percent);
-        if candidate {
-            self.candidate_count = self.candidate_count.saturating_add(1);
-        } else {
-            self.candidate_count = 0;
-        }
-        self.candidate_count >= self.config.confirm_ticks
+        confirmed(
+            &mut self.candidate_count,
+            candidate,
+            self.config.confirm_ticks,
+        )
     }
 
     /// Adds this tick's load estimate to the 8-tick block means (inside the cortex after its
@@ -1431,12 +1430,11 @@ impl Controller {
             && fall.saturating_mul(100) >= reference.saturating_mul(self.config.step_drop_percent)
             && self.emf_q4 >= self.emf_history.ago(STEP_AGO)
             && self.swinging(reference);
-        if candidate {
-            self.step_count = self.step_count.saturating_add(1);
-        } else {
-            self.step_count = 0;
-        }
-        self.step_count >= self.config.step_confirm_ticks
+        confirmed(
+            &mut self.step_count,
+            candidate,
+            self.config.step_confirm_ticks,
+        )
     }
 
     /// The plateau-step test, once per cortex tick: true when the load estimate has fallen from
@@ -1450,12 +1448,11 @@ impl Controller {
             && self.cortex_ticks > SWING_ENTRY_TICKS + oldest
             && gate
             && self.plateau_fall(oldest);
-        if candidate {
-            self.plateau_count = self.plateau_count.saturating_add(1);
-        } else {
-            self.plateau_count = 0;
-        }
-        self.plateau_count >= self.config.plateau_confirm_ticks
+        confirmed(
+            &mut self.plateau_count,
+            candidate,
+            self.config.plateau_confirm_ticks,
+        )
     }
 
     /// Whether this tick is a plateau-step candidate; `oldest` is the plateau's oldest tick.
@@ -1542,12 +1539,9 @@ impl Controller {
         if self.config.missed_pop_ms == 0 || self.plateau_ma < MIN_REF_LOAD_MA {
             return false;
         }
-        if slow_load.saturating_mul(100) < self.plateau_ma.saturating_mul(MISSED_POP_PERCENT) {
-            self.missed_pop_count = self.missed_pop_count.saturating_add(1);
-        } else {
-            self.missed_pop_count = 0;
-        }
-        self.missed_pop_count >= self.config.missed_pop_ms
+        let low =
+            slow_load.saturating_mul(100) < self.plateau_ma.saturating_mul(MISSED_POP_PERCENT);
+        confirmed(&mut self.missed_pop_count, low, self.config.missed_pop_ms)
     }
 
     fn stalled(&mut self, inputs: &Inputs) -> bool {
@@ -1558,13 +1552,20 @@ impl Controller {
             .checked_div(STALL_RESISTANCE_MOHM)
             .unwrap_or(i32::MAX);
         let fast = self.fast_q4 >> 4;
-        if fast.saturating_mul(100) >= stall_ma.saturating_mul(STALL_PERCENT) {
-            self.stall_count = self.stall_count.saturating_add(1);
-        } else {
-            self.stall_count = 0;
-        }
-        self.stall_count >= self.config.stall_confirm_ms
+        let high = fast.saturating_mul(100) >= stall_ma.saturating_mul(STALL_PERCENT);
+        confirmed(&mut self.stall_count, high, self.config.stall_confirm_ms)
     }
+}
+
+/// Counts consecutive candidate ticks in `count` (a non-candidate resets it); true once there
+/// have been `needed` in a row.
+fn confirmed(count: &mut u16, candidate: bool, needed: u16) -> bool {
+    *count = if candidate {
+        count.saturating_add(1)
+    } else {
+        0
+    };
+    *count >= needed
 }
 
 #[cfg(test)]

@@ -66,6 +66,17 @@ fn bone_current(t: u32, cortex_ma: f64, pop_at: u32, medullary_ma: f64) -> f64 {
     }
 }
 
+/// A 3 s run at 6.2 V with the trigger held: the first breakthrough event and the first
+/// motor-off, if any.
+fn pop_and_stop(config: Config, current: impl Fn(u32) -> f64) -> (Option<u32>, Option<u32>) {
+    let mut controller = Controller::new(config);
+    let out = drive(&mut controller, 3000, 6200, current, pressed);
+    (
+        first_event(&out, event::BREAKTHROUGH),
+        first_event(&out, event::MOTOR_OFF),
+    )
+}
+
 fn pressed(_: u32) -> bool {
     true
 }
@@ -179,20 +190,7 @@ fn swinging_bone_current(t: u32, pop_fraction: f64) -> f64 {
 fn a_weak_pop_at_the_trough_of_a_push_swing_is_caught_by_the_trend_step_test() {
     // 15 % of the trough load (35 mA): the windowed test alone misses it, because the
     // swing was falling into the pop and rises after it.
-    let run = |config: Config| {
-        let mut controller = Controller::new(config);
-        let out = drive(
-            &mut controller,
-            3000,
-            6200,
-            |t| swinging_bone_current(t, 0.15),
-            pressed,
-        );
-        (
-            first_event(&out, event::BREAKTHROUGH),
-            first_event(&out, event::MOTOR_OFF),
-        )
-    };
+    let run = |config: Config| pop_and_stop(config, |t| swinging_bone_current(t, 0.15));
     let (detected, off) = run(Config::DEFAULT);
     let detected = detected.expect("pop detected");
     assert!(
@@ -678,20 +676,7 @@ fn low_push_pop(t: u32, push_step: bool) -> f64 {
 
 #[test]
 fn a_small_pop_on_a_steady_level_is_caught_by_the_level_shift_test_alone() {
-    let run = |config: Config| {
-        let mut controller = Controller::new(config);
-        let out = drive(
-            &mut controller,
-            3000,
-            6200,
-            |t| low_push_pop(t, false),
-            pressed,
-        );
-        (
-            first_event(&out, event::BREAKTHROUGH),
-            first_event(&out, event::MOTOR_OFF),
-        )
-    };
+    let run = |config: Config| pop_and_stop(config, |t| low_push_pop(t, false));
     // Shipped: detected once the lower level has held 24 ms, well before any far cortex.
     let (detected, _) = run(Config::DEFAULT);
     let detected = detected.expect("pop detected");
@@ -712,17 +697,7 @@ fn a_small_pop_on_a_steady_level_is_caught_by_the_level_shift_test_alone() {
 
 #[test]
 fn after_a_push_step_down_a_small_pop_is_caught_by_the_plateau_step_test_within_15_ms() {
-    let run = |config: Config| {
-        let mut controller = Controller::new(config);
-        let out = drive(
-            &mut controller,
-            3000,
-            6200,
-            |t| low_push_pop(t, true),
-            pressed,
-        );
-        first_event(&out, event::BREAKTHROUGH)
-    };
+    let run = |config: Config| pop_and_stop(config, |t| low_push_pop(t, true)).0;
     let without_level = Config {
         level_test: false,
         ..Config::DEFAULT

@@ -443,11 +443,19 @@ fn detection_disabled_fails_latency_overshoot_and_far_cortex() {
 #[test]
 fn a_threshold_set_far_off_detects_late_and_fails_on_latency() {
     let suite = suite(&["reference/adult-proximal-tibia.yaml"]);
-    // A 95 % drop is never reached at the pop; only the missed-pop fallback stops the motor.
-    let mut rig = SimRig::with_config(Config {
+    // A 95 % drop is never reached at the pop. With the slow tests off, only the missed-pop
+    // fallback stops the motor; with them on, the level-shift test stops it, late: SR-01 fails
+    // either way.
+    let far_off = Config {
         drop_percent: 95,
         ..Config::DEFAULT
-    });
+    };
+    let without_nets = Config {
+        plateau_test: false,
+        level_test: false,
+        ..far_off
+    };
+    let mut rig = SimRig::with_config(without_nets);
     let (_, m, verdicts) = trial(&mut rig, &suite, &suite.scenarios[0], 0);
     let sr01 = verdict_of(&verdicts, "SR-01");
     assert_eq!(sr01.verdict, Verdict::Fail, "{}", sr01.detail);
@@ -458,6 +466,18 @@ fn a_threshold_set_far_off_detects_late_and_fails_on_latency() {
     );
     let sr03 = verdict_of(&verdicts, "SR-03");
     assert_eq!(sr03.verdict, Verdict::Fail, "{}", sr03.detail);
+
+    let mut rig = SimRig::with_config(far_off);
+    let (_, m, verdicts) = trial(&mut rig, &suite, &suite.scenarios[0], 0);
+    let sr01 = verdict_of(&verdicts, "SR-01");
+    assert_eq!(sr01.verdict, Verdict::Fail, "{}", sr01.detail);
+    assert!(
+        sr01.measured.is_some_and(|latency| latency > 20.0),
+        "{}",
+        sr01.detail
+    );
+    assert_eq!(m.stop_reason.as_deref(), Some("breakthrough"));
+    assert_eq!(verdict_of(&verdicts, "SR-04").verdict, Verdict::Pass);
 }
 
 #[test]

@@ -79,6 +79,7 @@ fn set(config: &mut Config, key: &str, value: &str) {
         "engage" => config.engage_ma = int(),
         "shift" => config.load_filter_shift = value.parse().expect("shift"),
         "missed_ms" => config.missed_pop_ms = small(),
+        "missed_pct" => config.missed_pop_percent = int(),
         "mean" => config.reference_mean = value == "1",
         _ => panic!("unknown key `{key}`"),
     }

@@ -211,8 +211,8 @@
 //! four bones of KA-02 that 0.3 never detected, the plateau-step test detects three in 8.9-16.7
 //! ms (`scenarios/regressions/falsify-s{2,3,5}-sr01-*`); falsification against 0.4 then found
 //! five more at a low steady push, which the level-shift test detects in 36-42 ms (KA-04), and
-//! two under a push swing with 35-39 mA rms of sensor noise that no test sees in time (KA-02,
-//! still reaching the far cortex). The first version of the level-shift test took a flat
+//! two under a push swing with 35-39 mA rms of sensor noise that no test sees in time (KA-02):
+//! those reached the far cortex until the missed-pop fallback was raised (below). The first version of the level-shift test took a flat
 //! mean for the level before; it missed a pop at the crest of a 3 % swing, hence the line. With
 //! 8 % and 10 mA it stopped a regression bone (`fuzz-s1-c12762`, a slow 3 Hz swing read through
 //! the ADC's 4 mA steps) 77 ms before its pop, hence 12 % and 16 mA. CPU time of the control
@@ -228,7 +228,17 @@
 //!
 //! Missed-pop fallback (SR-10): in `Cortex`, the largest slow-filtered load current is the
 //! plateau; if the slow-filtered load current stays below [`MISSED_POP_PERCENT`] of it for
-//! [`MISSED_POP_MS`], the motor is stopped.
+//! [`MISSED_POP_MS`], the motor is stopped. driver-core 0.4 raised the threshold from 30 %
+//! ([`LEGACY_MISSED_POP_PERCENT`]) to 40 %. A pop no test sees (KA-02: inside a push swing,
+//! under a noisy current sensor) left the load between 30 % and 40 % of the plateau once the
+//! operator eased off after the give (the plant's operator relaxes the push 150-250 ms after the
+//! pop): the needle turned through the marrow into the far cortex (SR-04). At 40 % the fallback
+//! stops those bones 0.33-0.48 s after the pop, 11-16 mm into the marrow, and guided
+//! falsification (`iohil falsify --budget 5000 --jobs 2 --seed 1..6`) finds no far-cortex
+//! contact left. The cost, from the 200,000-case replay: premature stops with push variation
+//! 0.902 % instead of 0.832 % (SR-05 allows 2 %), none at nominal push. The protection rests on
+//! the operator easing off; one who keeps pushing through the marrow would not bring the load
+//! down to 40 %.
 //!
 //! Protections: stall (current above [`STALL_PERCENT`] of the stall current estimated from
 //! the measured battery voltage, for [`STALL_CONFIRM_MS`]); over-time ([`MAX_RUN_MS`] per
@@ -278,8 +288,11 @@ pub const MIN_DROP_MA: i32 = 10;
 pub const MIN_REF_LOAD_MA: i32 = 60;
 /// Consecutive candidate ticks that detect the pop.
 pub const CONFIRM_TICKS: u16 = 3;
-/// Missed-pop fallback: slow load below this percent of the plateau ...
-pub const MISSED_POP_PERCENT: i32 = 30;
+/// Missed-pop fallback: slow load below this percent of the plateau (see the module
+/// documentation for why 40 and not 0.3's 30) ...
+pub const MISSED_POP_PERCENT: i32 = 40;
+/// The missed-pop fallback's threshold in driver-core 0.1-0.3, percent of the plateau.
+pub const LEGACY_MISSED_POP_PERCENT: i32 = 30;
 /// ... for this long, ms.
 pub const MISSED_POP_MS: u16 = 150;
 /// Stall: current above this percent of the estimated stall current ...
@@ -735,6 +748,8 @@ pub struct Config {
     pub level_noise_factor_q4: i32,
     /// See [`MISSED_POP_MS`]; 0 disables the fallback.
     pub missed_pop_ms: u16,
+    /// See [`MISSED_POP_PERCENT`].
+    pub missed_pop_percent: i32,
     /// See [`STALL_CONFIRM_MS`].
     pub stall_confirm_ms: u16,
     /// See [`MAX_RUN_MS`].
@@ -779,6 +794,7 @@ impl Config {
         level_steady_noise_q4: LEVEL_STEADY_NOISE_Q4,
         level_noise_factor_q4: LEVEL_NOISE_FACTOR_Q4,
         missed_pop_ms: MISSED_POP_MS,
+        missed_pop_percent: MISSED_POP_PERCENT,
         stall_confirm_ms: STALL_CONFIRM_MS,
         max_run_ms: MAX_RUN_MS,
         min_loaded_mv: MIN_LOADED_MV,
@@ -801,6 +817,7 @@ impl Config {
         step_test: false,
         plateau_test: false,
         level_test: false,
+        missed_pop_percent: LEGACY_MISSED_POP_PERCENT,
         ..Config::DEFAULT
     };
 
@@ -811,6 +828,7 @@ impl Config {
         step_test: false,
         plateau_test: false,
         level_test: false,
+        missed_pop_percent: LEGACY_MISSED_POP_PERCENT,
         ..Config::DEFAULT
     };
 
@@ -821,6 +839,7 @@ impl Config {
     pub const DRIVER_CORE_0_3: Config = Config {
         plateau_test: false,
         level_test: false,
+        missed_pop_percent: LEGACY_MISSED_POP_PERCENT,
         ..Config::DEFAULT
     };
 }
@@ -1539,8 +1558,10 @@ impl Controller {
         if self.config.missed_pop_ms == 0 || self.plateau_ma < MIN_REF_LOAD_MA {
             return false;
         }
-        let low =
-            slow_load.saturating_mul(100) < self.plateau_ma.saturating_mul(MISSED_POP_PERCENT);
+        let low = slow_load.saturating_mul(100)
+            < self
+                .plateau_ma
+                .saturating_mul(self.config.missed_pop_percent);
         confirmed(&mut self.missed_pop_count, low, self.config.missed_pop_ms)
     }
 

@@ -740,3 +740,26 @@ fn a_ramp_that_levels_off_at_a_steady_push_is_no_pop() {
     assert_eq!(first_event(&out, event::MOTOR_OFF), None);
     assert_eq!(out[2499].state, State::Cortex);
 }
+
+#[test]
+fn a_load_that_settles_at_35_percent_of_the_plateau_is_stopped_by_the_fallback() {
+    // Cortex 500 mA (310 mA of load over the soft tissue's 190), then a slow 400 ms fade (no step
+    // any test sees) to 35 % of that load: where a missed pop leaves the load once the operator
+    // eases off (known anomaly KA-02). 0.4's fallback (40 %) stops it; 0.3's (30 %) never did.
+    let settles = |t: u32| match t {
+        ..300 => NO_LOAD_MA + 40.0,
+        300..1500 => settle(t, 300, NO_LOAD_MA + 40.0, 500.0),
+        _ => 500.0 - 0.65 * 310.0 * (f64::from(t - 1500) / 400.0).min(1.0),
+    };
+    let (detected, off) = pop_and_stop(Config::DEFAULT, settles);
+    assert_eq!(detected, None);
+    assert!(
+        off.is_some_and(|t| (1700..2300).contains(&t)),
+        "fallback at {off:?}"
+    );
+    let legacy_fallback = Config {
+        missed_pop_percent: LEGACY_MISSED_POP_PERCENT,
+        ..Config::DEFAULT
+    };
+    assert_eq!(pop_and_stop(legacy_fallback, settles), (None, None));
+}

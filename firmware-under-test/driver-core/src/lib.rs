@@ -216,7 +216,7 @@
 //! mean for the level before; it missed a pop at the crest of a 3 % swing, hence the line. With
 //! 8 % and 10 mA it stopped a regression bone (`fuzz-s1-c12762`, a slow 3 Hz swing read through
 //! the ADC's 4 mA steps) 77 ms before its pop, hence 12 % and 16 mA. CPU time of the control
-//! interrupt on the emulated board (`iohil run scenarios/reference --rig emu`): P99 4,898
+//! interrupt on the emulated board (`iohil run scenarios/reference --rig emu`): P99 4,900
 //! cycles, max 7,102 (0.3: 4,006 and 6,971) of the 170,000 a tick allows.
 //!
 //! Arming (SR-06): detection runs only in `Cortex`, entered when the load current has stayed

@@ -216,8 +216,8 @@
 //! mean for the level before; it missed a pop at the crest of a 3 % swing, hence the line. With
 //! 8 % and 10 mA it stopped a regression bone (`fuzz-s1-c12762`, a slow 3 Hz swing read through
 //! the ADC's 4 mA steps) 77 ms before its pop, hence 12 % and 16 mA. CPU time of the control
-//! interrupt on the emulated board (`iohil run scenarios/reference --rig emu`): P99 4,900
-//! cycles, max 7,102 (0.3: 4,006 and 6,971) of the 170,000 a tick allows.
+//! interrupt on the emulated board (`iohil run scenarios/reference --rig emu`): P99 4,952
+//! cycles, max 7,106 (0.3: 4,006 and 6,971) of the 170,000 a tick allows.
 //!
 //! Arming (SR-06): detection runs only in `Cortex`, entered when the load current has stayed
 //! [`ENGAGE_MA`] above the baseline for [`ENGAGE_TICKS`], and never before the
@@ -368,6 +368,9 @@ const LEVEL_SLOPE_WEIGHTS: [i64; LEVEL_BEFORE_BLOCKS] = [-5, -3, -1, 1, 3, 5];
 /// Blocks back of the oldest block of the level before.
 const LEVEL_OLDEST_BACK: usize = LEVEL_HOLD_BLOCKS + LEVEL_GAP_BLOCKS + LEVEL_BEFORE_BLOCKS - 1;
 const _: () = assert!(PLATEAU_BLOCK_COUNT as u32 == PLATEAU_BLOCKS);
+/// Oldest tick of the plateau, ticks ago.
+const PLATEAU_OLDEST_AGO: u32 = PLATEAU_NEWEST_AGO + 8 * PLATEAU_BLOCKS - 1;
+const _: () = assert!((PLATEAU_OLDEST_AGO as usize) < HISTORY_LEN);
 /// Newest tick of the plateau, ticks ago.
 pub const PLATEAU_NEWEST_AGO: u32 = 16;
 /// Ticks of the plateau-step test's present level.
@@ -1397,10 +1400,13 @@ impl Controller {
         // Steady, and a step rather than a ramp: each level's spread is small against the
         // load and against the fall between them (a ramp that runs on spreads the level after).
         let steady = |spread: i32| {
-            (spread.saturating_mul(100) <= load.saturating_mul(self.config.level_steady_percent)
-                || spread.saturating_mul(256)
-                    <= noise.saturating_mul(self.config.level_steady_noise_q4))
-                && spread.saturating_mul(100) <= drop.saturating_mul(LEVEL_SHARP_PERCENT)
+            within(
+                spread,
+                load,
+                self.config.level_steady_percent,
+                noise,
+                self.config.level_steady_noise_q4,
+            ) && spread.saturating_mul(100) <= drop.saturating_mul(LEVEL_SHARP_PERCENT)
         };
         load >= MIN_REF_LOAD_MA
             && steady(after_spread)
@@ -1460,13 +1466,13 @@ impl Controller {
     /// a level it held steady (see [`PLATEAU_DROP_PERCENT`]) for
     /// [`Config::plateau_confirm_ticks`] ticks.
     fn plateau_step_fall(&mut self) -> bool {
-        let oldest = PLATEAU_NEWEST_AGO + 8 * PLATEAU_BLOCKS - 1;
         let gate = self.config.plateau_gate_percent == 0
-            || (self.fell_at > 0 && self.cortex_ticks > self.fell_at.saturating_add(oldest));
+            || (self.fell_at > 0
+                && self.cortex_ticks > self.fell_at.saturating_add(PLATEAU_OLDEST_AGO));
         let candidate = self.config.plateau_test
-            && self.cortex_ticks > SWING_ENTRY_TICKS + oldest
+            && self.cortex_ticks > SWING_ENTRY_TICKS + PLATEAU_OLDEST_AGO
             && gate
-            && self.plateau_fall(oldest);
+            && self.plateau_fall();
         confirmed(
             &mut self.plateau_count,
             candidate,
@@ -1474,8 +1480,8 @@ impl Controller {
         )
     }
 
-    /// Whether this tick is a plateau-step candidate; `oldest` is the plateau's oldest tick.
-    fn plateau_fall(&self, oldest: u32) -> bool {
+    /// Whether this tick is a plateau-step candidate.
+    fn plateau_fall(&self) -> bool {
         let now = Self::window_level(self.load_history.window(0, PLATEAU_NOW_TICKS - 1), true);
         let newest_block = Self::window_level(
             self.load_history
@@ -1496,7 +1502,7 @@ impl Controller {
         }
         let (mut low, mut high, mut sum) = (i32::MAX, i32::MIN, 0i32);
         let mut newest = PLATEAU_NEWEST_AGO;
-        while newest < oldest {
+        while newest < PLATEAU_OLDEST_AGO {
             let mean = Self::window_level(
                 self.load_history.window(newest, newest.saturating_add(7)),
                 true,
@@ -1509,10 +1515,13 @@ impl Controller {
         let plateau = sum / PLATEAU_BLOCK_COUNT;
         let load = plateau.saturating_sub(self.baseline_ma);
         let spread = high.saturating_sub(low);
-        let steady = spread.saturating_mul(100)
-            <= load.saturating_mul(self.config.plateau_steady_percent)
-            || spread.saturating_mul(256)
-                <= noise.saturating_mul(self.config.plateau_steady_noise_q4);
+        let steady = within(
+            spread,
+            load,
+            self.config.plateau_steady_percent,
+            noise,
+            self.config.plateau_steady_noise_q4,
+        );
         let before = Self::window_level(self.load_history.window(8, 15), true);
         let sharp = plateau.saturating_sub(before).saturating_mul(100)
             <= plateau
@@ -1576,6 +1585,14 @@ impl Controller {
         let high = fast.saturating_mul(100) >= stall_ma.saturating_mul(STALL_PERCENT);
         confirmed(&mut self.stall_count, high, self.config.stall_confirm_ms)
     }
+}
+
+/// Whether a spread of block means is within `percent` of `load`, or within `noise_factor_q4`
+/// sixteenths of the measured current noise (`noise_q4`, the mean absolute tick-to-tick change
+/// times 16), whichever is larger: a level that counts as steady.
+fn within(spread: i32, load: i32, percent: i32, noise_q4: i32, noise_factor_q4: i32) -> bool {
+    spread.saturating_mul(100) <= load.saturating_mul(percent)
+        || spread.saturating_mul(256) <= noise_q4.saturating_mul(noise_factor_q4)
 }
 
 /// Counts consecutive candidate ticks in `count` (a non-candidate resets it); true once there

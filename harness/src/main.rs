@@ -742,6 +742,23 @@ fn validate(
     i32::from(!validation.passed)
 }
 
+/// What a fuzz campaign or a falsification reads from the suite: requirements, profiles and
+/// the known anomaly register, all checked before the search starts.
+fn search_inputs(
+    root: &std::path::Path,
+) -> Result<
+    (
+        iohil::scenario::Requirements,
+        iohil::scenario::load::Profiles,
+        Vec<iohil::scenario::KnownAnomaly>,
+    ),
+    i32,
+> {
+    let (requirements, profiles) = suite_data(root)?;
+    let anomalies = known_anomalies(root, &requirements)?;
+    Ok((requirements, profiles, anomalies))
+}
+
 /// The suite's known anomaly register (empty without one).
 fn known_anomalies(
     root: &std::path::Path,
@@ -758,13 +775,8 @@ fn known_anomalies(
 }
 
 fn fuzz(options: FuzzOptions) -> i32 {
-    let (requirements, profiles) = match suite_data(&options.suite) {
-        Ok(data) => data,
-        Err(code) => return code,
-    };
-    // Checked before the campaign, like the rest of the suite's input.
-    let anomalies = match known_anomalies(&options.suite, &requirements) {
-        Ok(anomalies) => anomalies,
+    let (requirements, profiles, anomalies) = match search_inputs(&options.suite) {
+        Ok(inputs) => inputs,
         Err(code) => return code,
     };
     let campaign = iohil::fuzz::Campaign {
@@ -847,13 +859,8 @@ struct FalsifyOptions {
 }
 
 fn falsify(options: FalsifyOptions) -> i32 {
-    let (requirements, profiles) = match suite_data(&options.suite) {
-        Ok(data) => data,
-        Err(code) => return code,
-    };
-    // Checked before the search, like the rest of the suite's input.
-    let anomalies = match known_anomalies(&options.suite, &requirements) {
-        Ok(anomalies) => anomalies,
+    let (requirements, profiles, anomalies) = match search_inputs(&options.suite) {
+        Ok(inputs) => inputs,
         Err(code) => return code,
     };
     let mut targets = options.requirements;

@@ -39,6 +39,7 @@ use std::f64::consts::PI;
 
 use crate::scenario::{Bone, Layer, Ramp, Scenario};
 
+mod gauss;
 mod tick;
 
 pub use tick::{TickPlan, TickSums};
@@ -161,11 +162,50 @@ impl Rng {
         if let Some(value) = self.spare_normal.take() {
             return value;
         }
+        let (value, spare) = self.normal_pair();
+        self.spare_normal = Some(spare);
+        value
+    }
+
+    /// The next Box-Muller pair: (the cosine draw, the sine draw).
+    fn normal_pair(&mut self) -> (f64, f64) {
         let u1 = self.uniform().max(f64::MIN_POSITIVE);
         let u2 = self.uniform();
-        let radius = (-2.0 * u1.ln()).sqrt();
-        self.spare_normal = Some(radius * (2.0 * PI * u2).sin());
-        radius * (2.0 * PI * u2).cos()
+        gauss::box_muller(u1, u2)
+    }
+
+    /// Fills `out` with standard normals: the values `out.len()` calls of [`Rng::normal`]
+    /// would give, in order, with ten pairs at a time computed side by side ([`gauss`]).
+    pub fn normals(&mut self, out: &mut [f64]) {
+        /// Pairs per batch: a control tick's twenty ADC samples.
+        const BATCH: usize = 10;
+        let mut rest = out;
+        while !rest.is_empty() {
+            let taken = if let Some(spare) = self.spare_normal.take() {
+                rest[0] = spare;
+                1
+            } else if rest.len() >= 2 * BATCH - 1 {
+                let mut u1 = [0.0; BATCH];
+                let mut u2 = [0.0; BATCH];
+                for (u1, u2) in u1.iter_mut().zip(&mut u2) {
+                    *u1 = self.uniform().max(f64::MIN_POSITIVE);
+                    *u2 = self.uniform();
+                }
+                let mut drawn = [[0.0; 2]; BATCH];
+                gauss::box_muller_batch(&u1, &u2, &mut drawn);
+                let drawn = drawn.as_flattened();
+                let take = rest.len().min(2 * BATCH);
+                rest[..take].copy_from_slice(&drawn[..take]);
+                if take < 2 * BATCH {
+                    self.spare_normal = Some(drawn[take]);
+                }
+                take
+            } else {
+                rest[0] = self.normal();
+                1
+            };
+            rest = &mut rest[taken..];
+        }
     }
 }
 
@@ -790,6 +830,20 @@ fn sensor_noise(sensor: &crate::scenario::Sensor, rng: &mut Rng) -> f64 {
         sensor.noise_a_rms * rng.normal()
     } else {
         0.0
+    }
+}
+
+/// The noise of `out.len()` current samples in order, A: the values as many calls of
+/// [`sensor_noise`] would give, drawn side by side.
+#[inline]
+fn sensor_noises(sensor: &crate::scenario::Sensor, rng: &mut Rng, out: &mut [f64]) {
+    if sensor.noise_a_rms > 0.0 {
+        rng.normals(out);
+        for v in out {
+            *v *= sensor.noise_a_rms;
+        }
+    } else {
+        out.fill(0.0);
     }
 }
 

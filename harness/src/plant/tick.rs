@@ -19,7 +19,7 @@
 use std::f64::consts::PI;
 
 use super::{
-    current_counts, quantize, sensor_noise, sensor_reading, DriveCommand, Plant, Region,
+    current_counts, quantize, sensor_noises, sensor_reading, DriveCommand, Plant, Region,
     CURRENT_ADC_FULL_SCALE_A, RELAX_RAMP_S, VOLTAGE_ADC_FULL_SCALE_V,
 };
 
@@ -270,9 +270,7 @@ impl Plant {
         // Exact: commit the tick. Each ADC sample has its own noise draw, in sample order.
         let (current, speed) = (i_ss + yi_end, w_ss + yw_end);
         let mut noise = [0.0; ADC_SAMPLES_PER_TICK];
-        for v in &mut noise {
-            *v = sensor_noise(&self.sensor, &mut self.rng);
-        }
+        sensor_noises(&self.sensor, &mut self.rng, &mut noise);
         let sample_current = |k: usize| i_ss + m.adc_current_i[k] * yi + m.adc_current_w[k] * yw;
         // Twenty 12-bit samples cannot overflow a u32: wrapping adds, so that the loop
         // vectorises under the release profile's overflow checks.

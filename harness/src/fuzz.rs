@@ -43,7 +43,11 @@ use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, Tes
 use serde::{Deserialize, Serialize};
 
 use crate::rig::{Rig, SimRig};
-use crate::scenario::load::{load_scenario_str, Profiles};
+use crate::scenario::load::{load_scenario_parsed, Profiles};
+use crate::scenario::model::{
+    BatterySpec, BoneSpec, LayerSpec, MotorSpec, OperatorSpec, OscillationSpec, PlantFaultSpec,
+    PushStepSpec, ScenarioFile, SensorSpec,
+};
 use crate::scenario::{Requirements, Scenario};
 use crate::verdict::{evaluate_trial, measure, Statistics, Verdict};
 
@@ -373,9 +377,24 @@ pub fn scenario_yaml(
     description: &str,
     seed: u64,
 ) -> Result<String, String> {
-    scenario_body(case, profiles, id, title, description, seed, PROPERTIES).map(|body| {
-        format!("# Written by iohil fuzz. Replays one case of a campaign; edit with care.\n{body}")
-    })
+    scenario_body(case, profiles, id, title, description, seed, PROPERTIES).map(fuzz_header)
+}
+
+/// `body` under the header comment of a file the campaign writes.
+fn fuzz_header(body: String) -> String {
+    format!("# Written by iohil fuzz. Replays one case of a campaign; edit with care.\n{body}")
+}
+
+/// The scenario text [`scenario_yaml`] writes for a case run under `id` (as id, title and
+/// "fuzz case" description), and the file it parses to, built once.
+fn scenario_text_and_file(
+    case: &FuzzCase,
+    profiles: &Profiles,
+    id: &str,
+    seed: u64,
+) -> Result<(String, ScenarioFile), String> {
+    let file = scenario_file(case, profiles, id, id, "fuzz case", seed, PROPERTIES)?;
+    Ok((fuzz_header(file_yaml(&file)), file))
 }
 
 /// The case as a scenario file that verifies `verifies`, without a header comment (the
@@ -389,62 +408,192 @@ pub fn scenario_body(
     seed: u64,
     verifies: &[&str],
 ) -> Result<String, String> {
+    scenario_file(case, profiles, id, title, description, seed, verifies).map(|f| file_yaml(&f))
+}
+
+/// The case as the scenario file [`scenario_body`] writes, parsed: what loading that text
+/// gives (`tests::the_scenario_text_parses_to_the_scenario_file` checks it), without the
+/// parsing.
+pub fn scenario_file(
+    case: &FuzzCase,
+    profiles: &Profiles,
+    id: &str,
+    title: &str,
+    description: &str,
+    seed: u64,
+    verifies: &[&str],
+) -> Result<ScenarioFile, String> {
     let r = resolve(case, profiles)?;
-    let layer = |name: &str, thickness: f64, strength: &[f64; 4]| {
-        format!(
-            "  {name}: {{ thickness_mm: {thickness}, f_th_n: {}, k_f: {}, k_t: {}, t_fr_nmm: {} }}\n",
-            strength[0], strength[1], strength[2], strength[3]
-        )
+    let layer = |thickness: f64, strength: &[f64; 4]| LayerSpec {
+        thickness_mm: Some(thickness),
+        f_th_n: Some(strength[0]),
+        k_f: Some(strength[1]),
+        k_t: Some(strength[2]),
+        t_fr_nmm: Some(strength[3]),
+        f_max_mm_per_rev: None,
     };
+    let thickness = |mm: f64| LayerSpec {
+        thickness_mm: Some(mm),
+        ..LayerSpec::default()
+    };
+    Ok(ScenarioFile {
+        format_version: 1,
+        id: id.to_string(),
+        title: title.to_string(),
+        description: Some(description.to_string()),
+        verifies: verifies.iter().map(ToString::to_string).collect(),
+        bone: BoneSpec {
+            profile: Some(r.profile.to_string()),
+            soft_tissue: Some(thickness(r.soft_mm)),
+            cortex: Some(layer(r.cortex_mm, &r.cortex)),
+            medullary: Some(layer(r.medullary_mm, &r.medullary)),
+            far_cortex: Some(thickness(r.far_cortex_mm)),
+            ramp_mm: Some(r.ramp_mm),
+            cap_mm: Some(r.cap_mm),
+            ..BoneSpec::default()
+        },
+        operator: OperatorSpec {
+            push_n: Some(r.push_n),
+            oscillation: case
+                .oscillation
+                .map(|(amplitude, tenth_hz, phase)| OscillationSpec {
+                    amplitude_pct: f64::from(amplitude),
+                    frequency_hz: f64::from(tenth_hz) / 10.0,
+                    phase_deg: Some(f64::from(phase)),
+                }),
+            steps: case
+                .step
+                .map(|(change, at_ms, rise_ms)| PushStepSpec {
+                    at_s: f64::from(at_ms) / 1000.0,
+                    change_pct: f64::from(change),
+                    rise_ms: f64::from(rise_ms),
+                })
+                .into_iter()
+                .collect(),
+            reaction_ms: f64::from(r.reaction_ms),
+            ..OperatorSpec::default()
+        },
+        battery: case
+            .battery
+            .map(|(drop_cv, extra_mohm)| BatterySpec {
+                open_circuit_v: Some(r3(6.4 - f64::from(drop_cv) / 100.0)),
+                internal_resistance_ohm: Some(r3(0.25 + f64::from(extra_mohm) / 1000.0)),
+            })
+            .unwrap_or_default(),
+        motor: MotorSpec {
+            temperature_c: Some(f64::from(r.temperature_c)),
+        },
+        sensor: case
+            .sensor
+            .map(|(gain, offset, noise)| SensorSpec {
+                gain_error_pct: f64::from(gain),
+                offset_ma: f64::from(offset),
+                noise_ma_rms: f64::from(noise),
+            })
+            .unwrap_or_default(),
+        plant_faults: PlantFaultSpec::default(),
+        trials: 1,
+        seed,
+        duration_s: ScenarioFile::DEFAULT_DURATION_S,
+    })
+}
+
+/// A case's scenario file as YAML, one line per part and the layers in flow style, in the
+/// order a reader checks them. Writes what [`scenario_file`] builds and nothing it leaves at
+/// its default.
+fn file_yaml(f: &ScenarioFile) -> String {
+    let num = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
     let mut y = String::new();
-    let _ = writeln!(y, "format_version: 1");
-    let _ = writeln!(y, "id: {id}");
-    let _ = writeln!(y, "title: {}", yaml_string(title));
-    let _ = writeln!(y, "description: {}", yaml_string(description));
-    let _ = writeln!(y, "verifies: [{}]", verifies.join(", "));
+    let _ = writeln!(y, "format_version: {}", f.format_version);
+    let _ = writeln!(y, "id: {}", f.id);
+    let _ = writeln!(y, "title: {}", yaml_string(&f.title));
+    if let Some(description) = &f.description {
+        let _ = writeln!(y, "description: {}", yaml_string(description));
+    }
+    let _ = writeln!(y, "verifies: [{}]", f.verifies.join(", "));
+    let b = &f.bone;
     let _ = writeln!(y, "bone:");
-    let _ = writeln!(y, "  profile: {}", r.profile);
-    let _ = writeln!(y, "  soft_tissue: {{ thickness_mm: {} }}", r.soft_mm);
-    y.push_str(&layer("cortex", r.cortex_mm, &r.cortex));
-    y.push_str(&layer("medullary", r.medullary_mm, &r.medullary));
-    let _ = writeln!(y, "  far_cortex: {{ thickness_mm: {} }}", r.far_cortex_mm);
-    let _ = writeln!(y, "  ramp_mm: {}", r.ramp_mm);
-    let _ = writeln!(y, "  cap_mm: {}", r.cap_mm);
+    if let Some(profile) = &b.profile {
+        let _ = writeln!(y, "  profile: {profile}");
+    }
+    for (name, layer) in [
+        ("soft_tissue", &b.soft_tissue),
+        ("cortex", &b.cortex),
+        ("medullary", &b.medullary),
+        ("far_cortex", &b.far_cortex),
+    ] {
+        let Some(l) = layer else { continue };
+        let fields = [
+            ("thickness_mm", l.thickness_mm),
+            ("f_th_n", l.f_th_n),
+            ("k_f", l.k_f),
+            ("k_t", l.k_t),
+            ("t_fr_nmm", l.t_fr_nmm),
+            ("f_max_mm_per_rev", l.f_max_mm_per_rev),
+        ];
+        let given: Vec<String> = fields
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(key, v)| format!("{key}: {}", num(*v)))
+            .collect();
+        let _ = writeln!(y, "  {name}: {{ {} }}", given.join(", "));
+    }
+    for (key, value) in [("ramp_mm", b.ramp_mm), ("cap_mm", b.cap_mm)] {
+        if value.is_some() {
+            let _ = writeln!(y, "  {key}: {}", num(value));
+        }
+    }
+    let op = &f.operator;
     let _ = writeln!(y, "operator:");
-    let _ = writeln!(y, "  push_n: {}", r.push_n);
-    if let Some((amplitude, tenth_hz, phase)) = case.oscillation {
+    if op.push_n.is_some() {
+        let _ = writeln!(y, "  push_n: {}", num(op.push_n));
+    }
+    if let Some(osc) = &op.oscillation {
         let _ = writeln!(
             y,
-            "  oscillation: {{ amplitude_pct: {amplitude}, frequency_hz: {}, phase_deg: {phase} }}",
-            f64::from(tenth_hz) / 10.0
+            "  oscillation: {{ amplitude_pct: {}, frequency_hz: {}, phase_deg: {} }}",
+            osc.amplitude_pct,
+            osc.frequency_hz,
+            num(osc.phase_deg)
         );
     }
-    if let Some((change, at_ms, rise_ms)) = case.step {
-        let _ = writeln!(
-            y,
-            "  steps: [ {{ at_s: {}, change_pct: {change}, rise_ms: {rise_ms} }} ]",
-            f64::from(at_ms) / 1000.0
-        );
+    if !op.steps.is_empty() {
+        let steps: Vec<String> = (op.steps.iter())
+            .map(|s| {
+                format!(
+                    "{{ at_s: {}, change_pct: {}, rise_ms: {} }}",
+                    s.at_s, s.change_pct, s.rise_ms
+                )
+            })
+            .collect();
+        let _ = writeln!(y, "  steps: [ {} ]", steps.join(", "));
     }
-    let _ = writeln!(y, "  reaction_ms: {}", r.reaction_ms);
-    if let Some((drop_cv, extra_mohm)) = case.battery {
+    let _ = writeln!(y, "  reaction_ms: {}", op.reaction_ms);
+    let battery = &f.battery;
+    if battery.open_circuit_v.is_some() {
         let _ = writeln!(
             y,
             "battery: {{ open_circuit_v: {}, internal_resistance_ohm: {} }}",
-            r3(6.4 - f64::from(drop_cv) / 100.0),
-            r3(0.25 + f64::from(extra_mohm) / 1000.0)
+            num(battery.open_circuit_v),
+            num(battery.internal_resistance_ohm)
         );
     }
-    let _ = writeln!(y, "motor: {{ temperature_c: {} }}", r.temperature_c);
-    if let Some((gain, offset, noise)) = case.sensor {
+    let _ = writeln!(
+        y,
+        "motor: {{ temperature_c: {} }}",
+        num(f.motor.temperature_c)
+    );
+    if f.sensor != SensorSpec::default() {
+        let s = &f.sensor;
         let _ = writeln!(
             y,
-            "sensor: {{ gain_error_pct: {gain}, offset_ma: {offset}, noise_ma_rms: {noise} }}"
+            "sensor: {{ gain_error_pct: {}, offset_ma: {}, noise_ma_rms: {} }}",
+            s.gain_error_pct, s.offset_ma, s.noise_ma_rms
         );
     }
-    let _ = writeln!(y, "trials: 1");
-    let _ = writeln!(y, "seed: {seed}");
-    Ok(y)
+    let _ = writeln!(y, "trials: {}", f.trials);
+    let _ = writeln!(y, "seed: {}", f.seed);
+    y
 }
 
 fn yaml_string(text: &str) -> String {
@@ -905,9 +1054,15 @@ pub fn evaluate_case(
     rig: &mut SimRig,
 ) -> Result<Evaluated, String> {
     let id = format!("fuzz-case-{index}");
-    let yaml = scenario_yaml(case, profiles, &id, &id, "fuzz case", trial_seed)?;
-    let scenario = load_scenario_str(Path::new("fuzz-case.yaml"), &yaml, requirements, profiles)
-        .map_err(|e| format!("case {index} does not make a valid scenario: {e}"))?;
+    let (yaml, file) = scenario_text_and_file(case, profiles, &id, trial_seed)?;
+    let scenario = load_scenario_parsed(
+        Path::new("fuzz-case.yaml"),
+        &yaml,
+        file,
+        requirements,
+        profiles,
+    )
+    .map_err(|e| format!("case {index} does not make a valid scenario: {e}"))?;
     let trace = rig.run_trial(&scenario, 0).map_err(|e| e.to_string())?;
     let stopped_fraction = requirements
         .get("SR-02")

@@ -416,3 +416,51 @@ fn falsification_refuses_a_requirement_it_cannot_search_and_stops_on_its_time_bu
     assert!(results.searches[0].simulations < 1_000_000);
     assert!(results.text().contains("INCOMPLETE"));
 }
+
+#[test]
+fn a_case_runs_exactly_the_scenario_its_file_loads_to() {
+    // The campaign builds each case's scenario file as data and skips parsing its text; the
+    // text is what a promoted counterexample keeps. Both must be the same scenario.
+    use iohil::fuzz::{case_at, scenario_body, scenario_file, PROPERTIES};
+    use iohil::scenario::load::{load_scenario_parsed, load_scenario_str};
+    use iohil::scenario::model::ScenarioFile;
+    let (requirements, profiles) = suite_data();
+    let path = Path::new("case.yaml");
+    let mut with = [0usize; 4];
+    for seed in [1, 2, 3] {
+        for index in 0..2_000 {
+            let case = case_at(seed, index).expect("case");
+            let args = (
+                &case,
+                &profiles,
+                "fuzz-x",
+                "a \"quoted\" title",
+                "fuzz case",
+                index,
+            );
+            let file = scenario_file(args.0, args.1, args.2, args.3, args.4, args.5, PROPERTIES)
+                .expect("file");
+            let text = scenario_body(args.0, args.1, args.2, args.3, args.4, args.5, PROPERTIES)
+                .expect("text");
+            let parsed: ScenarioFile = serde_saphyr::from_str(&text).expect("parses");
+            assert_eq!(parsed, file, "case {index} of seed {seed}:\n{text}");
+            let from_text = load_scenario_str(path, &text, &requirements, &profiles);
+            let from_file = load_scenario_parsed(path, &text, file, &requirements, &profiles);
+            assert_eq!(
+                from_text.expect("text loads"),
+                from_file.expect("file loads"),
+                "case {index} of seed {seed}"
+            );
+            for (count, present) in with.iter_mut().zip([
+                case.oscillation.is_some(),
+                case.step.is_some(),
+                case.battery.is_some(),
+                case.sensor.is_some(),
+            ]) {
+                *count += usize::from(present);
+            }
+        }
+    }
+    // Every optional part of a case was written and read back many times.
+    assert!(with.iter().all(|&n| n > 100), "{with:?}");
+}

@@ -988,6 +988,26 @@ pub fn load_scenario_str(
     }
 }
 
+/// [`load_scenario_str`] for a text whose parse the caller already holds: `file` must be
+/// what `text` deserialises to (the fuzz campaign builds both from one case; its tests check
+/// that they agree). The checks, the diagnostics (they point into `text`) and the scenario's
+/// source (`text`'s SHA-256) are the same; only the YAML parsing is skipped.
+pub fn load_scenario_parsed(
+    path: &Path,
+    text: &str,
+    file: ScenarioFile,
+    requirements: &Requirements,
+    profiles: &Profiles,
+) -> Result<Scenario, LoadError> {
+    let doc = Doc::new(path, Arc::from(text), crate::sha256_hex(text.as_bytes()));
+    let mut sink = Vec::new();
+    let (_, scenario) = check_scenario_file(&doc, file, requirements, profiles, &mut sink);
+    match scenario {
+        Some(s) if sink.is_empty() => Ok(s),
+        _ => Err(LoadError::new(by_position(sink))),
+    }
+}
+
 /// Loads and validates a requirements file.
 pub fn load_requirements(path: &Path) -> Result<Requirements, LoadError> {
     let doc = read_doc(path).map_err(|p| LoadError::new(vec![*p]))?;
@@ -1455,7 +1475,8 @@ struct Doc {
     text: Arc<str>,
     sha256: String,
     starts: Vec<usize>,
-    tree: Result<Tree, (usize, String)>,
+    /// Built on first use: only a problem needs a position (a valid file never builds it).
+    tree: std::sync::OnceLock<Result<Tree, (usize, String)>>,
 }
 
 impl Doc {
@@ -1466,14 +1487,19 @@ impl Doc {
             None => text,
         };
         let starts = line_starts(&text);
-        let tree = Tree::build(&text, &starts);
         Self {
             path: path.to_path_buf(),
             text,
             sha256,
             starts,
-            tree,
+            tree: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The position tree, or the YAML syntax error that kept it from being built.
+    fn built_tree(&self) -> &Result<Tree, (usize, String)> {
+        self.tree
+            .get_or_init(|| Tree::build(&self.text, &self.starts))
     }
 
     fn source(&self) -> Source {
@@ -1484,7 +1510,7 @@ impl Doc {
     }
 
     fn tree(&self) -> Option<&Tree> {
-        self.tree.as_ref().ok()
+        self.built_tree().as_ref().ok()
     }
 
     fn line_col(&self, byte: usize) -> (usize, usize) {
@@ -1576,16 +1602,21 @@ impl Doc {
 
     /// Deserializes the document, or returns its first YAML or type error.
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Box<ProblemDiagnostic>> {
-        if let Err((byte, message)) = &self.tree {
-            return Err(Box::new(self.at_byte(
-                *byte,
-                1,
-                String::new(),
-                format!("yaml syntax error: {}", lower_first(message)),
-                None,
-            )));
-        }
-        serde_saphyr::from_str::<T>(&self.text).map_err(|e| Box::new(self.serde_problem(&e)))
+        // A syntax error is reported as the position tree's parser words it; the tree is only
+        // built when deserialising fails (the same parser reads both, so a text the
+        // deserialiser accepts has no syntax error in its first document).
+        serde_saphyr::from_str::<T>(&self.text).map_err(|e| {
+            if let Err((byte, message)) = self.built_tree() {
+                return Box::new(self.at_byte(
+                    *byte,
+                    1,
+                    String::new(),
+                    format!("yaml syntax error: {}", lower_first(message)),
+                    None,
+                ));
+            }
+            Box::new(self.serde_problem(&e))
+        })
     }
 
     fn serde_problem(&self, err: &serde_saphyr::Error) -> ProblemDiagnostic {
@@ -2236,13 +2267,24 @@ fn check_scenario(
     profiles: &Profiles,
     out: &mut Vec<ProblemDiagnostic>,
 ) -> (Option<String>, Option<Scenario>) {
-    let file: ScenarioFile = match doc.parse() {
-        Ok(f) => f,
+    match doc.parse() {
+        Ok(file) => check_scenario_file(doc, file, requirements, profiles, out),
         Err(p) => {
             out.push(*p);
-            return (None, None);
+            (None, None)
         }
-    };
+    }
+}
+
+/// Validates `file`, parsed from `doc`, and builds the scenario: its id (if any) and the
+/// scenario if nothing was wrong.
+fn check_scenario_file(
+    doc: &Doc,
+    file: ScenarioFile,
+    requirements: &Requirements,
+    profiles: &Profiles,
+    out: &mut Vec<ProblemDiagnostic>,
+) -> (Option<String>, Option<Scenario>) {
     let start = out.len();
     let mut c = Checker {
         doc,

@@ -55,8 +55,13 @@ fn default_trials() -> u32 {
     1
 }
 
+impl ScenarioFile {
+    /// A trial's simulated time limit when the file gives none, s.
+    pub const DEFAULT_DURATION_S: f64 = 12.0;
+}
+
 fn default_duration_s() -> f64 {
-    12.0
+    ScenarioFile::DEFAULT_DURATION_S
 }
 
 /// The bone: a reference profile, optionally with per-parameter overrides, or (without

@@ -411,9 +411,9 @@ pub fn scenario_body(
     scenario_file(case, profiles, id, title, description, seed, verifies).map(|f| file_yaml(&f))
 }
 
-/// The case as the scenario file [`scenario_body`] writes, parsed: what loading that text
-/// gives (`tests::the_scenario_text_parses_to_the_scenario_file` checks it), without the
-/// parsing.
+/// The case as the scenario file [`scenario_body`] writes, parsed: what deserialising that
+/// text gives, without the parsing (`a_case_runs_exactly_the_scenario_its_file_loads_to` in
+/// `harness/tests/fuzz.rs` checks that the two agree).
 pub fn scenario_file(
     case: &FuzzCase,
     profiles: &Profiles,

@@ -167,6 +167,11 @@ pub struct ScenarioResult {
     /// is one the anomaly names); the verdict stays FAIL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_anomaly: Option<String>,
+    /// Why the open known anomaly that names this scenario and its failed requirements does
+    /// not cover its FAIL: a clause measured beyond the bound the entry's risk evaluation
+    /// accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beyond_known_anomaly: Option<String>,
 }
 
 /// One row of the traceability matrix.
@@ -513,6 +518,7 @@ pub fn run_suite(
             verdicts: Vec::new(),
             verdict: None,
             known_anomaly: None,
+            beyond_known_anomaly: None,
         };
         for trial in 0..scenario.trials {
             let trace_rel = format!("traces/{}/trial-{trial:04}.json", scenario.id);
@@ -668,26 +674,39 @@ fn summarise_scenario(
         })
         .collect();
     result.verdict = result.verdicts.iter().map(|v| v.verdict).max();
-    result.known_anomaly = covering_anomaly(result, &suite.anomalies).map(|a| a.id.clone());
+    (result.known_anomaly, result.beyond_known_anomaly) =
+        match covering_anomaly(result, &suite.anomalies) {
+            Some(Ok(a)) => (Some(a.id.clone()), None),
+            Some(Err(beyond)) => (None, Some(beyond)),
+            None => (None, None),
+        };
 }
 
 /// The open anomaly that covers `result`'s FAIL: it names the scenario and every requirement
-/// the scenario fails.
+/// the scenario fails, and no failing clause is measured beyond the entry's bound for it.
+/// `Err` says why the entry that names them does not cover it.
 fn covering_anomaly<'a>(
     result: &ScenarioResult,
     anomalies: &'a [crate::scenario::KnownAnomaly],
-) -> Option<&'a crate::scenario::KnownAnomaly> {
+) -> Option<Result<&'a crate::scenario::KnownAnomaly, String>> {
     if result.verdict != Some(Verdict::Fail) {
         return None;
     }
-    let failed = || {
-        result
-            .verdicts
-            .iter()
-            .filter(|v| v.verdict == Verdict::Fail)
-            .map(|v| v.requirement.as_str())
-    };
-    anomalies.iter().find(|a| a.covers(&result.id, failed()))
+    let failed = result
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::Fail);
+    let entry = anomalies
+        .iter()
+        .find(|a| a.covers(&result.id, failed.clone().map(|v| v.requirement.as_str())))?;
+    let failing_clauses = failed
+        .flat_map(|v| v.clauses.iter())
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| (c.clause.as_str(), c.measured, c.unit.as_str()));
+    Some(match entry.beyond_bounds(&result.id, failing_clauses) {
+        Some(beyond) => Err(beyond),
+        None => Ok(entry),
+    })
 }
 
 /// Records `--accept-known-anomalies` in the run's `results.json` (rewritten atomically): the
@@ -1015,6 +1034,14 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
                 ""
             }
         ));
+    }
+    for sc in results.scenarios.iter() {
+        if let Some(beyond) = &sc.beyond_known_anomaly {
+            out.push_str(&format!(
+                "FAIL of {} not covered by its known anomaly: {beyond} (re-evaluate the entry)\n",
+                sc.id
+            ));
+        }
     }
     for id in &s.stale_anomalies {
         out.push_str(&format!(

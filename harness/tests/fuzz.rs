@@ -229,6 +229,7 @@ fn a_failure_a_known_anomaly_keeps_is_labelled_still_fails_and_is_not_promoted_t
         hazard: "HZ-01".to_owned(),
         risk: "test".to_owned(),
         status: AnomalyStatus::Open,
+        bounds: Default::default(),
     };
     // An entry that does not name every requirement the case fails does not cover it.
     let partial: Vec<String> = failure.requirements.iter().skip(1).cloned().collect();

@@ -98,3 +98,91 @@ fn the_known_anomalies_still_fail_on_the_shipped_core_and_their_entries_cover_th
     assert!(results.summary.stale_anomalies.is_empty());
     assert_eq!(results.summary.known_anomaly_fails, files);
 }
+
+/// A suite in a temporary directory holding one AN-0004 scenario and a register whose entry
+/// covers it with the bounds `bounds` (a YAML flow mapping of clause to bound).
+fn one_anomaly_suite(bounds: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenarios = repo().join("scenarios");
+    for file in ["requirements.yaml", "profiles.yaml", "tolerances.yaml"] {
+        std::fs::copy(scenarios.join(file), dir.path().join(file)).expect("copy");
+    }
+    let id = "falsify-s3-sr01-09e83afe";
+    std::fs::create_dir(dir.path().join("known-anomalies")).expect("mkdir");
+    std::fs::copy(
+        scenarios.join(format!("known-anomalies/{id}.yaml")),
+        dir.path().join(format!("known-anomalies/{id}.yaml")),
+    )
+    .expect("copy");
+    let register = format!(
+        "format_version: 1\nanomalies:\n  - id: AN-0004\n    title: late level-shift detection\n    \
+         scenarios: [{id}]\n    requirements: [SR-01, SR-02, SR-03]\n    hazard: HZ-01\n    \
+         risk: evaluated for the test\n    bounds:\n      {id}: {bounds}\n    status: open\n"
+    );
+    std::fs::write(dir.path().join("anomalies.yaml"), register).expect("register");
+    dir
+}
+
+#[test]
+fn a_known_anomaly_that_got_worse_than_its_bounds_is_not_covered() {
+    // The scenario fails SR-01.a at 41.8 ms, SR-02.a at 61.0 ms and SR-03.b at 0.98 rev.
+    let run = |bounds: &str| {
+        let suite = one_anomaly_suite(bounds);
+        let reports = suite.path().join("reports");
+        let out = common::iohil_in(
+            &[
+                "run",
+                "known-anomalies",
+                "--accept-known-anomalies",
+                "--no-progress",
+                "--reports",
+                reports.to_str().expect("utf-8"),
+            ],
+            suite.path(),
+        );
+        let summary = std::fs::read_to_string(reports.join("latest/summary.md"));
+        let stdout = common::text(&out.stdout);
+        (out.status.code(), stdout, summary.expect("summary.md"))
+    };
+    let (code, stdout, _) = run("{SR-01.a: 44, SR-02.a: 65, SR-03.b: 1.1}");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("covered by known anomaly AN-0004"),
+        "{stdout}"
+    );
+    // The detection got later than the evaluation accepts: an ordinary FAIL again.
+    let (code, stdout, summary) = run("{SR-01.a: 40, SR-02.a: 65, SR-03.b: 1.1}");
+    assert_eq!(code, Some(1), "{stdout}");
+    let why = "not covered by its known anomaly: SR-01.a measured 41.83 ms, beyond the 40 ms AN-0004 accepts";
+    assert!(stdout.contains(why), "{stdout}");
+    assert!(summary.contains(why), "the report says it too: {summary}");
+    let (code, stdout, _) = run("{SR-01.a: 44, SR-02.a: 65, SR-03.b: 0.9}");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("SR-03.b measured 0.98 rev"), "{stdout}");
+}
+
+#[test]
+fn bounds_of_an_unknown_scenario_or_clause_or_not_positive_are_refused_with_their_location() {
+    let suite = one_anomaly_suite("{SR-01.a: -1, SR-09.a: 3}");
+    let register = suite.path().join("anomalies.yaml");
+    let text = std::fs::read_to_string(&register).expect("register");
+    std::fs::write(
+        &register,
+        text.replace(
+            "    status: open",
+            "      fuzz-s1-c1: {SR-01.a: 5}\n    status: open",
+        ),
+    )
+    .expect("register");
+    let out = common::iohil_in(&["check", "."], suite.path());
+    let stderr = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "bound -1 is not a positive number",
+        "`SR-09.a` is not a clause of the requirements this entry names",
+        "`fuzz-s1-c1` is not one of this entry's scenarios",
+        "anomalies.yaml:",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}

@@ -965,6 +965,40 @@ pub fn load_anomalies(
                         Some("say what happens, how likely (with the evidence) and why it is accepted".into()),
                     );
                 }
+                // Bounds: per scenario of the entry, per clause of a requirement it names.
+                let clauses: Vec<&str> = (a.requirements.iter())
+                    .filter_map(|id| requirements.get(id))
+                    .flat_map(|r| r.clauses.iter().map(|c| c.id.as_str()))
+                    .collect();
+                for (scenario, bounds) in &a.bounds {
+                    let here = format!("{at}.bounds.{scenario}");
+                    if !a.scenarios.contains(scenario) {
+                        problem(
+                            &here,
+                            format!("`{scenario}` is not one of this entry's scenarios"),
+                            Some(format!(
+                                "scenarios: {}",
+                                backticked(a.scenarios.iter().map(String::as_str))
+                            )),
+                        );
+                    }
+                    for (clause, bound) in bounds {
+                        if !clauses.contains(&clause.as_str()) {
+                            problem(
+                                &format!("{here}.{clause}"),
+                                format!("`{clause}` is not a clause of the requirements this entry names"),
+                                Some(format!("clauses: {}", backticked(clauses.iter().copied()))),
+                            );
+                        }
+                        if !(bound.is_finite() && *bound > 0.0) {
+                            problem(
+                                &format!("{here}.{clause}"),
+                                format!("bound {bound} is not a positive number"),
+                                Some("the worst value the risk evaluation accepts, in the clause's unit".into()),
+                            );
+                        }
+                    }
+                }
             }
         },
     )?;

@@ -52,9 +52,39 @@ pub struct KnownAnomaly {
     pub risk: String,
     /// Open or closed.
     pub status: AnomalyStatus,
+    /// The worst values the risk evaluation accepts, by scenario and clause (in the clause's
+    /// unit): `{scenario: {SR-01.a: 45}}`. A failing clause measured beyond its bound is not
+    /// covered: the anomaly has become worse than the evaluation says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bounds: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl KnownAnomaly {
+    /// The first failing clause of scenario `scenario` measured beyond this entry's bound for
+    /// it, as a sentence; `failing` gives each failing clause's id, measured value and unit.
+    /// A clause with a bound but no measured value is beyond it (nothing shows it within).
+    pub fn beyond_bounds<'a>(
+        &self,
+        scenario: &str,
+        failing: impl IntoIterator<Item = (&'a str, Option<f64>, &'a str)>,
+    ) -> Option<String> {
+        let bounds = self.bounds.get(scenario)?;
+        failing.into_iter().find_map(|(clause, measured, unit)| {
+            let bound = *bounds.get(clause)?;
+            match measured {
+                Some(m) if m <= bound => None,
+                Some(m) => Some(format!(
+                    "{clause} measured {m:.2} {unit}, beyond the {bound} {unit} {} accepts",
+                    self.id
+                )),
+                None => Some(format!(
+                    "{clause} has no measured value to hold to the {bound} {unit} {} accepts",
+                    self.id
+                )),
+            }
+        })
+    }
+
     /// Whether this entry covers a failure of scenario `scenario` that failed the requirements
     /// `failed`: it is open, names the scenario, and names every one of them.
     pub fn covers<'a>(&self, scenario: &str, failed: impl IntoIterator<Item = &'a str>) -> bool {

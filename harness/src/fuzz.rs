@@ -377,7 +377,8 @@ pub fn scenario_yaml(
     description: &str,
     seed: u64,
 ) -> Result<String, String> {
-    scenario_body(case, profiles, id, title, description, seed, PROPERTIES).map(fuzz_header)
+    scenario_file(case, profiles, id, title, description, seed, PROPERTIES)
+        .map(|file| fuzz_header(scenario_text(&file)))
 }
 
 /// `body` under the header comment of a file the campaign writes.
@@ -394,26 +395,13 @@ fn scenario_text_and_file(
     seed: u64,
 ) -> Result<(String, ScenarioFile), String> {
     let file = scenario_file(case, profiles, id, id, "fuzz case", seed, PROPERTIES)?;
-    Ok((fuzz_header(file_yaml(&file)), file))
+    Ok((fuzz_header(scenario_text(&file)), file))
 }
 
-/// The case as a scenario file that verifies `verifies`, without a header comment (the
-/// writer says who wrote it). `seed` seeds the trial's noise stream.
-pub fn scenario_body(
-    case: &FuzzCase,
-    profiles: &Profiles,
-    id: &str,
-    title: &str,
-    description: &str,
-    seed: u64,
-    verifies: &[&str],
-) -> Result<String, String> {
-    scenario_file(case, profiles, id, title, description, seed, verifies).map(|f| file_yaml(&f))
-}
-
-/// The case as the scenario file [`scenario_body`] writes, parsed: what deserialising that
-/// text gives, without the parsing (`a_case_runs_exactly_the_scenario_its_file_loads_to` in
-/// `harness/tests/fuzz.rs` checks that the two agree).
+/// The case as a scenario file that verifies `verifies`; `seed` seeds the trial's noise
+/// stream. [`scenario_text`] writes it; the campaign runs it without parsing that text
+/// (`a_case_runs_exactly_the_scenario_its_file_loads_to` in `harness/tests/fuzz.rs` checks
+/// that the text deserialises to it).
 pub fn scenario_file(
     case: &FuzzCase,
     profiles: &Profiles,
@@ -498,10 +486,10 @@ pub fn scenario_file(
     })
 }
 
-/// A case's scenario file as YAML, one line per part and the layers in flow style, in the
-/// order a reader checks them. Writes what [`scenario_file`] builds and nothing it leaves at
-/// its default.
-fn file_yaml(f: &ScenarioFile) -> String {
+/// A case's scenario file as YAML without a header comment (the writer says who wrote it):
+/// one line per part and the layers in flow style, in the order a reader checks them. Writes
+/// what [`scenario_file`] builds and nothing it leaves at its default.
+pub fn scenario_text(f: &ScenarioFile) -> String {
     let num = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
     let mut y = String::new();
     let _ = writeln!(y, "format_version: {}", f.format_version);

@@ -422,7 +422,7 @@ fn falsification_refuses_a_requirement_it_cannot_search_and_stops_on_its_time_bu
 fn a_case_runs_exactly_the_scenario_its_file_loads_to() {
     // The campaign builds each case's scenario file as data and skips parsing its text; the
     // text is what a promoted counterexample keeps. Both must be the same scenario.
-    use iohil::fuzz::{case_at, scenario_body, scenario_file, PROPERTIES};
+    use iohil::fuzz::{case_at, scenario_file, scenario_text, PROPERTIES};
     use iohil::scenario::load::{load_scenario_parsed, load_scenario_str};
     use iohil::scenario::model::ScenarioFile;
     let (requirements, profiles) = suite_data();
@@ -431,18 +431,10 @@ fn a_case_runs_exactly_the_scenario_its_file_loads_to() {
     for seed in [1, 2, 3] {
         for index in 0..2_000 {
             let case = case_at(seed, index).expect("case");
-            let args = (
-                &case,
-                &profiles,
-                "fuzz-x",
-                "a \"quoted\" title",
-                "fuzz case",
-                index,
-            );
-            let file = scenario_file(args.0, args.1, args.2, args.3, args.4, args.5, PROPERTIES)
+            let title = "a \"quoted\" title";
+            let file = scenario_file(&case, &profiles, "fuzz-x", title, "d", index, PROPERTIES)
                 .expect("file");
-            let text = scenario_body(args.0, args.1, args.2, args.3, args.4, args.5, PROPERTIES)
-                .expect("text");
+            let text = scenario_text(&file);
             let parsed: ScenarioFile = serde_saphyr::from_str(&text).expect("parses");
             assert_eq!(parsed, file, "case {index} of seed {seed}:\n{text}");
             let from_text = load_scenario_str(path, &text, &requirements, &profiles);

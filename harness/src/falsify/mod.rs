@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fuzz::{
-    describe, evaluate_case, scenario_body, Bounds, Evaluated, FuzzCase, PROFILES, PROPERTIES,
-    SPACE,
+    describe, evaluate_case, scenario_file, scenario_text, Bounds, Evaluated, FuzzCase, PROFILES,
+    PROPERTIES, SPACE,
 };
 use crate::rig::SimRig;
 use crate::scenario::load::Profiles;
@@ -738,7 +738,7 @@ pub fn run(
             // INCONCLUSIVE in every run.
             scenario_yaml: format!(
                 "# Written by iohil falsify. Replays the shrunk worst case of a search; edit with care.\n{}",
-                scenario_body(
+                scenario_text(&scenario_file(
                     &minimal,
                     f.profiles,
                     &id,
@@ -750,7 +750,7 @@ pub fn run(
                         .copied()
                         .filter(|r| !e.record.inconclusive.iter().any(|i| i == r))
                         .collect::<Vec<_>>(),
-                )?
+                )?)
             ),
             scenario_file: None,
             known_anomaly: None,

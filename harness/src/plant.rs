@@ -169,9 +169,15 @@ impl Rng {
 
     /// The next Box-Muller pair: (the cosine draw, the sine draw).
     fn normal_pair(&mut self) -> (f64, f64) {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
+        let (u1, u2) = self.box_muller_uniforms();
         gauss::box_muller(u1, u2)
+    }
+
+    /// The two uniforms of the next Box-Muller pair: the radius's, kept off zero, and the
+    /// angle's.
+    fn box_muller_uniforms(&mut self) -> (f64, f64) {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        (u1, self.uniform())
     }
 
     /// Fills `out` with standard normals: the values `out.len()` calls of [`Rng::normal`]
@@ -188,8 +194,7 @@ impl Rng {
                 let mut u1 = [0.0; BATCH];
                 let mut u2 = [0.0; BATCH];
                 for (u1, u2) in u1.iter_mut().zip(&mut u2) {
-                    *u1 = self.uniform().max(f64::MIN_POSITIVE);
-                    *u2 = self.uniform();
+                    (*u1, *u2) = self.box_muller_uniforms();
                 }
                 let mut drawn = [[0.0; 2]; BATCH];
                 gauss::box_muller_batch(&u1, &u2, &mut drawn);
@@ -823,18 +828,18 @@ fn current_counts(sensor: &crate::scenario::Sensor, rng: &mut Rng, current_a: f6
     )
 }
 
-/// One current sample's noise, A: drawn from `rng` only for a noisy sensor.
+/// One current sample's noise, A: [`sensor_noises`] for one sample.
 #[inline]
 fn sensor_noise(sensor: &crate::scenario::Sensor, rng: &mut Rng) -> f64 {
-    if sensor.noise_a_rms > 0.0 {
-        sensor.noise_a_rms * rng.normal()
-    } else {
-        0.0
-    }
+    let mut noise = [0.0];
+    sensor_noises(sensor, rng, &mut noise);
+    let [noise] = noise;
+    noise
 }
 
-/// The noise of `out.len()` current samples in order, A: the values as many calls of
-/// [`sensor_noise`] would give, drawn side by side.
+/// The noise of `out.len()` current samples in order, A: the sensor's rms noise times
+/// standard normals from `rng` (the exact tick draws a tick's twenty side by side, the fine
+/// step one at a time: the same values either way), and no draw for a noiseless sensor.
 #[inline]
 fn sensor_noises(sensor: &crate::scenario::Sensor, rng: &mut Rng, out: &mut [f64]) {
     if sensor.noise_a_rms > 0.0 {

@@ -174,6 +174,18 @@ pub struct ScenarioResult {
     pub beyond_known_anomaly: Option<String>,
 }
 
+impl ScenarioResult {
+    /// The console's and the report's line for a FAIL its known anomaly no longer covers.
+    pub fn beyond_known_anomaly_note(&self) -> Option<String> {
+        self.beyond_known_anomaly.as_ref().map(|beyond| {
+            format!(
+                "FAIL of {} not covered by its known anomaly: {beyond} (re-evaluate the entry)",
+                self.id
+            )
+        })
+    }
+}
+
 /// One row of the traceability matrix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceabilityRow {
@@ -1035,13 +1047,13 @@ pub fn summary_text(results: &RunResults, run_dir: &Path) -> String {
             }
         ));
     }
-    for sc in results.scenarios.iter() {
-        if let Some(beyond) = &sc.beyond_known_anomaly {
-            out.push_str(&format!(
-                "FAIL of {} not covered by its known anomaly: {beyond} (re-evaluate the entry)\n",
-                sc.id
-            ));
-        }
+    for note in results
+        .scenarios
+        .iter()
+        .filter_map(ScenarioResult::beyond_known_anomaly_note)
+    {
+        out.push_str(&note);
+        out.push('\n');
     }
     for id in &s.stale_anomalies {
         out.push_str(&format!(

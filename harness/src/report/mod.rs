@@ -724,14 +724,10 @@ pub fn build(run_dir: &Path) -> Result<Report, ReportError> {
             }
         ));
     }
-    for sc in &results.scenarios {
-        if let Some(beyond) = &sc.beyond_known_anomaly {
-            notes.push(format!(
-                "FAIL of {} not covered by its known anomaly: {beyond} (re-evaluate the entry)",
-                sc.id
-            ));
-        }
-    }
+    notes.extend(
+        (results.scenarios.iter())
+            .filter_map(crate::run::ScenarioResult::beyond_known_anomaly_note),
+    );
     for id in &results.summary.stale_anomalies {
         notes.push(format!(
             "ERROR: known anomaly {id} no longer reproduces (its scenarios ran and none failed): close it"

@@ -1013,13 +1013,9 @@ pub fn load_scenario_str(
     requirements: &Requirements,
     profiles: &Profiles,
 ) -> Result<Scenario, LoadError> {
-    let doc = Doc::new(path, Arc::from(text), crate::sha256_hex(text.as_bytes()));
-    let mut sink = Vec::new();
-    let (_, scenario) = check_scenario(&doc, requirements, profiles, &mut sink);
-    match scenario {
-        Some(s) if sink.is_empty() => Ok(s),
-        _ => Err(LoadError::new(by_position(sink))),
-    }
+    load_scenario_text(path, text, |doc, sink| {
+        check_scenario(doc, requirements, profiles, sink)
+    })
 }
 
 /// [`load_scenario_str`] for a text whose parse the caller already holds: `file` must be
@@ -1033,9 +1029,21 @@ pub fn load_scenario_parsed(
     requirements: &Requirements,
     profiles: &Profiles,
 ) -> Result<Scenario, LoadError> {
+    load_scenario_text(path, text, |doc, sink| {
+        check_scenario_file(doc, file, requirements, profiles, sink)
+    })
+}
+
+/// The scenario `check` builds from the document of `text` at `path`, or every problem it
+/// reported.
+fn load_scenario_text(
+    path: &Path,
+    text: &str,
+    check: impl FnOnce(&Doc, &mut Vec<ProblemDiagnostic>) -> (Option<String>, Option<Scenario>),
+) -> Result<Scenario, LoadError> {
     let doc = Doc::new(path, Arc::from(text), crate::sha256_hex(text.as_bytes()));
     let mut sink = Vec::new();
-    let (_, scenario) = check_scenario_file(&doc, file, requirements, profiles, &mut sink);
+    let (_, scenario) = check(&doc, &mut sink);
     match scenario {
         Some(s) if sink.is_empty() => Ok(s),
         _ => Err(LoadError::new(by_position(sink))),
